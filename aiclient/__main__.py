@@ -1,0 +1,3 @@
+from aiclient.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""Command line: AIClient-2-API's flags → Settings → serve. No business logic here.
+
+Exit codes: 0 success, 1 runtime failure (e.g. the port is taken), 2 usage or an
+invalid config/pool file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+from . import __version__
+from .bootstrap import PoolSetup, open_pools
+from .config import KEYS, PROVIDER_TYPES, Settings, load_settings
+from .errors import ConfigError
+from .log import setup_logging
+from .pool import ProviderPool
+from .server import build_app
+
+__all__ = ["build_parser", "main"]
+
+logger = logging.getLogger("aiclient")
+
+_METAVARS = {
+    "--port": "PORT",
+    "--model-provider": "TYPE[,TYPE...]",
+    "--log-prompts": "{none,console,file}",
+    "--system-prompt-mode": "{overwrite,append}",
+    "--cron-refresh-token": "{true,false}",
+    "--log-level": "{debug,info,warning,error}",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aiclient",
+        description=(
+            "LLM provider-pool proxy for OpenAI, Claude and Gemini clients, compatible "
+            "with AIClient-2-API's flags, config.json and provider_pools.json. Each "
+            "flag overrides the config.json key named in its help."
+        ),
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"aiclient {__version__}")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=None,
+        help="config.json to read (default: ./config.json when it exists)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="validate config.json and the pool file, print a summary and exit",
+    )
+    for key in KEYS:
+        if key.flag is None:
+            continue
+        parser.add_argument(
+            key.flag,
+            dest=key.attr,
+            default=None,
+            metavar=_METAVARS.get(key.flag, "VALUE"),
+            help=f"config.json key {key.name}",
+        )
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        key.name: getattr(args, key.attr)
+        for key in KEYS
+        if key.flag is not None and getattr(args, key.attr) is not None
+    }
+
+
+def _summary(settings: Settings, setup: PoolSetup) -> str:
+    pool = ProviderPool()
+    pool.load(setup.nodes)
+    lines = [f"config: {settings.config_file or 'built-in defaults (no config.json)'}"]
+    if setup.pool_file is not None:
+        lines.append(f"pool file: {setup.pool_file.path}")
+    elif setup.mode == "config":
+        lines.append("pool: single instances from config.json credentials")
+    else:
+        lines.append("pool: none (the server would start the built-in demo upstream)")
+    for ptype, counts in pool.summary().items():
+        lines.append(
+            f"  {ptype}: {counts['total']} instances ({counts['healthy']} healthy, "
+            f"{counts['unhealthy']} unhealthy, {counts['disabled']} disabled)"
+        )
+    default = settings.model_provider or next(iter(pool.types()), None)
+    lines.append(f"default provider type: {default or 'none'}")
+    return "\n".join(lines)
+
+
+def _event_loop() -> Any:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        return None
+    return uvloop.new_event_loop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    setup_logging("info")
+    try:
+        settings = load_settings(args.config, overrides=_overrides(args))
+    except ConfigError as exc:
+        print(f"aiclient: {exc.message}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    for arg in unknown:
+        logger.warning("unknown command-line argument %r ignored", arg)
+    unknown_types = [t for t in settings.model_providers if t not in PROVIDER_TYPES]
+    assert not unknown_types
+    try:
+        setup = open_pools(settings)
+    except ConfigError as exc:
+        print(f"aiclient: {exc.message}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(_summary(settings, setup))
+        return 0
+    if not settings.required_api_key:
+        logger.warning("REQUIRED_API_KEY is empty: client authentication is DISABLED")
+    app = build_app(settings, setup)
+    logger.info(
+        "aiclient %s listening on http://%s:%d (%s)",
+        __version__,
+        settings.host,
+        settings.port,
+        f"pool file {setup.pool_file.path}" if setup.pool_file else f"{setup.mode} pool",
+    )
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            access_log=None,
+            handler_cancellation=True,
+            print=None,
+            loop=_event_loop(),
+        )
+    except OSError as exc:
+        logger.error("cannot serve on %s:%d: %s", settings.host, settings.port, exc)
+        return 1
+    return 0

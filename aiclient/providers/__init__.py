@@ -1,0 +1,14 @@
+"""Upstream providers, one class per provider type of provider_pools.json."""
+
+from __future__ import annotations
+
+from .base import ModelList, Provider, UpstreamResponse
+from .claude import ClaudeProvider
+from .openai import OpenAIProvider
+
+__all__ = ["PROVIDERS", "ModelList", "Provider", "UpstreamResponse"]
+
+PROVIDERS: dict[str, type[Provider]] = {
+    OpenAIProvider.type_name: OpenAIProvider,
+    ClaudeProvider.type_name: ClaudeProvider,
+}

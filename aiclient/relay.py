@@ -1,0 +1,293 @@
+"""One client request, end to end: pool → provider → client, with failover.
+
+Retry and failover happen only before the first byte reaches the client: a non-stream
+answer is read whole from the upstream first, and a stream's first chunk is read before
+the client's response starts. After that, a failure becomes the client protocol's
+in-band error event; a stream never ends as if it were complete when it was cut.
+Contains no aiohttp server types: the server hands in a ResponseSink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+import aiohttp
+
+from .config import Settings
+from .errors import (
+    NoProviderAvailable,
+    UpstreamError,
+    UpstreamHTTPError,
+    UpstreamProtocolError,
+)
+from .pool import Entry, Lease, ProviderPool
+from .protocols import ApiProtocol
+from .protocols.errors import stream_error_event
+from .providers import PROVIDERS, ModelList, Provider, UpstreamResponse
+
+__all__ = ["Call", "Relay", "Reply", "ResponseSink"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "Connection": "keep-alive",
+    "X-Accel-Buffering": "no",
+}
+
+# Bytes that end a complete stream, and bytes that mark an in-band upstream error. Each
+# can only occur as SSE framing or a JSON key: inside a JSON string a newline or a quote
+# is escaped. The scan window starts with a newline so a first line matches too.
+_STREAM_END: dict[ApiProtocol, bytes] = {
+    ApiProtocol.OPENAI: b"\ndata: [DONE]",
+    ApiProtocol.CLAUDE: b"\nevent: message_stop",
+    ApiProtocol.GEMINI: b'"finishReason"',
+}
+_STREAM_ERROR: dict[ApiProtocol, bytes] = {
+    ApiProtocol.OPENAI: b'data: {"error"',
+    ApiProtocol.CLAUDE: b"\nevent: error",
+    ApiProtocol.GEMINI: b'data: {"error"',
+}
+_TAIL = 32
+
+
+class ResponseSink(Protocol):
+    async def start(self, headers: Mapping[str, str]) -> None: ...
+    async def write(self, data: bytes) -> None: ...
+    async def finish(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Call:
+    """What the relay needs of one client request, already routed."""
+
+    client_protocol: ApiProtocol
+    provider_type: str
+    model: str | None
+    stream: bool
+    body: bytes
+    client_headers: Mapping[str, str]
+    tried: list[str] = field(default_factory=list)
+    served_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+
+class Relay:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: ProviderPool,
+        session: aiohttp.ClientSession,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.session = session
+        self._sleep = sleep
+
+    def provider_for(self, entry: Entry) -> Provider:
+        client = entry.client
+        if client is None:
+            client = PROVIDERS[entry.node.provider_type](
+                entry.node, self.settings, self.session
+            )
+            entry.client = client
+        assert isinstance(client, Provider)
+        return client
+
+    def _backoff(self, retry: int) -> float:
+        """Seconds to wait before retry number `retry` (1-based) on another instance.
+
+        The first failover is immediate: another instance owes nothing to the one that
+        failed. Later ones back off exponentially from REQUEST_BASE_DELAY.
+        """
+        if retry <= 1:
+            return 0.0
+        return self.settings.request_base_delay_ms / 1000 * (1 << (retry - 2))
+
+    async def _with_failover(
+        self, call: Call, attempt: Callable[[Lease, Provider], Awaitable[T]]
+    ) -> T:
+        last: UpstreamError | None = None
+        for retry in range(self.settings.request_max_retries + 1):
+            if retry:
+                delay = self._backoff(retry)
+                if delay:
+                    await self._sleep(delay)
+            lease = self.pool.acquire(call.provider_type, call.model, call.tried)
+            if lease is None:
+                break
+            call.served_by = lease.node.label
+            try:
+                return await attempt(lease, self.provider_for(lease.entry))
+            except UpstreamHTTPError as exc:
+                if exc.client_fault:
+                    lease.release()
+                    raise
+                lease.failure(str(exc.upstream_status))
+                last = exc
+            except UpstreamError as exc:
+                lease.failure(exc.message)
+                last = exc
+            except BaseException:
+                lease.release()
+                raise
+            call.tried.append(lease.node.uuid)
+            logger.info(
+                "%s instance %s failed (%s); %s",
+                call.provider_type,
+                lease.node.label,
+                last.message,
+                "failing over"
+                if retry < self.settings.request_max_retries
+                else "giving up",
+            )
+        if last is not None:
+            raise last
+        model = f" for model {call.model!r}" if call.model else ""
+        raise NoProviderAvailable(
+            f"no healthy instance of provider type {call.provider_type!r}{model}"
+        )
+
+    async def complete(self, call: Call) -> Reply:
+        """A non-streaming request: the upstream answer is read whole, then returned."""
+
+        async def attempt(lease: Lease, provider: Provider) -> Reply:
+            up = await provider.send(
+                call.body,
+                model=call.model or "",
+                stream=False,
+                client_headers=call.client_headers,
+            )
+            body = await up.read()
+            lease.success()
+            return Reply(up.status, body, up.content_type)
+
+        return await self._with_failover(call, attempt)
+
+    async def stream(self, call: Call, sink: ResponseSink) -> None:
+        """A streaming passthrough: relayed chunk by chunk as it arrives."""
+
+        async def attempt(
+            lease: Lease, provider: Provider
+        ) -> tuple[Lease, UpstreamResponse, AsyncIterator[bytes], bytes]:
+            up = await provider.send(
+                call.body,
+                model=call.model or "",
+                stream=True,
+                client_headers=call.client_headers,
+            )
+            chunks = up.chunks()
+            try:
+                first = await anext(chunks)
+            except StopAsyncIteration:
+                up.release()
+                raise UpstreamProtocolError(
+                    "the upstream closed the stream without sending anything",
+                    node_uuid=lease.node.uuid,
+                ) from None
+            except BaseException:
+                up.close()
+                raise
+            return lease, up, chunks, first
+
+        lease, up, chunks, first = await self._with_failover(call, attempt)
+        await self._pump(call, sink, lease, up, chunks, first)
+
+    async def _pump(
+        self,
+        call: Call,
+        sink: ResponseSink,
+        lease: Lease,
+        up: UpstreamResponse,
+        chunks: AsyncIterator[bytes],
+        first: bytes,
+    ) -> None:
+        protocol = call.client_protocol
+        end_mark, error_mark = _STREAM_END[protocol], _STREAM_ERROR[protocol]
+        finished = False
+        upstream_error = False
+        drained = False
+        tail = b"\n"
+
+        def scan(chunk: bytes) -> None:
+            nonlocal finished, upstream_error, tail
+            window = tail + chunk
+            if end_mark in window:
+                finished = True
+            if error_mark in window:
+                upstream_error = True
+            tail = window[-_TAIL:]
+
+        try:
+            await sink.start(SSE_HEADERS)
+            scan(first)
+            await sink.write(first)
+            try:
+                async for chunk in chunks:
+                    scan(chunk)
+                    await sink.write(chunk)
+                drained = True
+            except UpstreamError as exc:
+                lease.failure(exc.message)
+                logger.warning(
+                    "%s instance %s broke mid-stream: %s",
+                    call.provider_type,
+                    lease.node.label,
+                    exc.message,
+                )
+                await sink.write(stream_error_event(protocol, exc))
+                await sink.finish()
+                return
+            if upstream_error:
+                lease.failure("in-band error event")
+            elif not finished:
+                cut = UpstreamProtocolError(
+                    "the upstream stream ended before it was complete",
+                    node_uuid=lease.node.uuid,
+                )
+                lease.failure(cut.message)
+                logger.warning(
+                    "%s instance %s ended a stream early",
+                    call.provider_type,
+                    lease.node.label,
+                )
+                await sink.write(stream_error_event(protocol, cut))
+            else:
+                lease.success()
+            await sink.finish()
+        finally:
+            # Client gone (reset or cancelled) or any other exit: never leave the
+            # upstream stream running, and never blame the instance for the client.
+            lease.release()
+            if drained:
+                up.release()
+            else:
+                up.close()
+
+    async def list_models(
+        self, provider_type: str, client_headers: Mapping[str, str]
+    ) -> tuple[ModelList, Provider]:
+        """The model list from a healthy instance of `provider_type`, with failover."""
+        call = Call(ApiProtocol.OPENAI, provider_type, None, False, b"", client_headers)
+
+        async def attempt(lease: Lease, provider: Provider) -> tuple[ModelList, Provider]:
+            models = await provider.list_models(client_headers)
+            lease.release()
+            return models, provider
+
+        return await self._with_failover(call, attempt)

@@ -1,0 +1,61 @@
+"""The state the handlers share, reached through one typed AppKey."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from .bootstrap import PoolSetup
+from .config import Settings
+from .pool import ProviderPool
+from .pool.schema import TYPE_SPECS
+from .pool.writer import PoolWriter
+from .protocols import ApiProtocol
+from .relay import Call, Relay
+
+__all__ = ["CALL", "CORS_HEADERS", "RUNTIME", "UPSTREAM_PROTOCOL", "Runtime"]
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": (
+        "Content-Type, Authorization, x-api-key, x-goog-api-key, Model-Provider, "
+        "anthropic-version, anthropic-beta"
+    ),
+    "Access-Control-Max-Age": "86400",
+}
+
+
+@dataclass(slots=True)
+class Runtime:
+    """Everything the handlers share; filled in by the lifecycle context."""
+
+    settings: Settings
+    pool: ProviderPool
+    setup: PoolSetup
+    relay: Relay | None = None
+    writer: PoolWriter | None = None
+    demo_url: str | None = None
+    started: float = field(default_factory=time.time)
+
+    def default_provider(self, client: ApiProtocol | None = None) -> str | None:
+        """MODEL_PROVIDER; without it, the pool's first type speaking the client's
+        protocol (so no conversion is needed), else the pool's first type."""
+        if self.settings.model_provider:
+            return self.settings.model_provider
+        types = self.pool.types()
+        for ptype in types:
+            if (
+                client is not None
+                and ptype in TYPE_SPECS
+                and (TYPE_SPECS[ptype].protocol is client)
+            ):
+                return ptype
+        return types[0] if types else None
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+CALL = web.RequestKey("call", Call)
+UPSTREAM_PROTOCOL = web.RequestKey("upstream_protocol", ApiProtocol)

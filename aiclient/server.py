@@ -1,0 +1,217 @@
+"""The aiohttp application: middleware (CORS, auth, errors, access log) and lifecycle.
+
+`build_app` only assembles: settings, pool, relay and endpoints reach handlers through
+typed AppKeys. The lifecycle context owns the one upstream ClientSession, the demo
+upstream when there is one, and the pool write-back task (flushed on shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from . import endpoints
+from .bootstrap import PoolSetup
+from .config import Settings
+from .demo import DemoUpstream, demo_nodes
+from .errors import (
+    AiclientError,
+    ClientError,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RouteNotFound,
+    Unauthorized,
+)
+from .log import register_secrets
+from .pool import ProviderPool
+from .pool.writer import PoolWriter
+from .protocols import ApiProtocol
+from .protocols.errors import render_error
+from .relay import Relay
+from .runtime import CALL, CORS_HEADERS, RUNTIME, UPSTREAM_PROTOCOL, Runtime
+from .tasks import spawn
+
+__all__ = ["build_app"]
+
+logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("aiclient.access")
+
+_UNAUTHORIZED = "Unauthorized: API key is invalid or missing."
+
+
+def _client_protocol(request: web.Request) -> ApiProtocol | None:
+    path = request.path
+    if path.endswith("/v1/messages"):
+        return ApiProtocol.CLAUDE
+    if "/v1beta/" in path:
+        return ApiProtocol.GEMINI
+    if path.endswith("/v1/models") and "anthropic-version" in request.headers:
+        return ApiProtocol.CLAUDE
+    return ApiProtocol.OPENAI
+
+
+def _authorized(request: web.Request, key: bytes) -> bool:
+    """Any of the four ways a client may present the key; compared in constant time."""
+    headers = request.headers
+    candidates: list[str] = []
+    auth = headers.get("Authorization")
+    if auth and auth[:7].lower() == "bearer ":
+        candidates.append(auth[7:].strip())
+    for name in ("x-api-key", "x-goog-api-key"):
+        value = headers.get(name)
+        if value:
+            candidates.append(value)
+    query_key = request.query.get("key")
+    if query_key:
+        candidates.append(query_key)
+    ok = False
+    for candidate in candidates:
+        ok |= hmac.compare_digest(candidate.encode(), key)
+    return ok
+
+
+def _error_response(request: web.Request, err: AiclientError) -> web.Response:
+    reply = render_error(
+        _client_protocol(request),
+        err,
+        upstream_protocol=request.get(UPSTREAM_PROTOCOL),
+    )
+    headers = {**reply.headers, "Content-Type": reply.content_type}
+    if isinstance(err, ClientError):
+        headers["x-should-retry"] = "false"
+    return web.Response(status=reply.status, body=reply.body, headers=headers)
+
+
+def _make_middleware(runtime: Runtime) -> Callable[..., Awaitable[web.StreamResponse]]:
+    key = runtime.settings.required_api_key.encode()
+
+    @web.middleware
+    async def middleware(
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
+        if request.method == "OPTIONS":
+            return web.Response(status=204, headers=CORS_HEADERS)
+        response: web.StreamResponse
+        try:
+            if key and not _is_public(request) and not _authorized(request, key):
+                raise Unauthorized(_UNAUTHORIZED)
+            response = await handler(request)
+        except AiclientError as err:
+            response = _error_response(request, err)
+        except web.HTTPException as exc:
+            response = _error_response(request, _from_http_exception(exc))
+        except Exception:
+            logger.exception("unexpected error serving %s %s", request.method, request.path)
+            response = _error_response(request, AiclientError("Internal server error"))
+        if not response.prepared:
+            response.headers.update(CORS_HEADERS)
+        if access_logger.isEnabledFor(logging.INFO):
+            call = request.get(CALL)
+            access_logger.info(
+                "%s %s %s %s %d %.1fms",
+                request.method,
+                request.path,
+                call.provider_type if call else "-",
+                (call.served_by or "-") if call else "-",
+                response.status,
+                (time.perf_counter() - started) * 1000,
+            )
+        return response
+
+    return middleware
+
+
+def _is_public(request: web.Request) -> bool:
+    return request.path == "/health" or (
+        request.path.endswith("/health") and request.path.count("/") == 2
+    )
+
+
+def _from_http_exception(exc: web.HTTPException) -> AiclientError:
+    if exc.status == 413:
+        return PayloadTooLarge(
+            "Request body too large: the limit is MAX_REQUEST_BODY_BYTES"
+        )
+    if exc.status == 405:
+        return MethodNotAllowed(f"Method Not Allowed: {exc.reason}")
+    return RouteNotFound("Not Found")
+
+
+def _lifecycle(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        settings = runtime.settings
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=settings.connect_timeout_ms / 1000,
+            sock_read=settings.read_timeout_ms / 1000,
+        )
+        session = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, skip_auto_headers=("User-Agent",)
+        )
+        demo: DemoUpstream | None = None
+        writer_task = None
+        try:
+            if runtime.setup.mode == "demo":
+                demo = DemoUpstream()
+                runtime.demo_url = await demo.start()
+                runtime.pool.load(demo_nodes(runtime.demo_url))
+                logger.warning(
+                    "DEMO MODE: no provider_pools.json and no credentials found; serving "
+                    "a built-in demo upstream at %s (models demo-gpt, demo-claude). "
+                    "Create provider_pools.json to use real providers.",
+                    runtime.demo_url,
+                )
+            runtime.relay = Relay(settings, runtime.pool, session)
+            if runtime.setup.pool_file is not None:
+                runtime.writer = PoolWriter(
+                    runtime.pool,
+                    runtime.setup.pool_file,
+                    settings.pool_write_debounce_ms / 1000,
+                )
+                writer_task = spawn(runtime.writer.run(), name="pool-writer")
+            yield
+        finally:
+            if writer_task is not None:
+                writer_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer_task
+            if runtime.writer is not None:
+                await runtime.writer.flush()
+            await session.close()
+            if demo is not None:
+                await demo.close()
+
+    return context
+
+
+def build_app(settings: Settings, setup: PoolSetup) -> web.Application:
+    """Assemble the application for `settings` and the pool `setup` describes."""
+    pool = ProviderPool(max_error_count=settings.max_error_count)
+    pool.load(setup.nodes)
+    runtime = Runtime(settings, pool, setup)
+    register_secrets(settings.secrets())
+    for node in setup.nodes:
+        register_secrets(v for k, v in node.settings.items() if _is_secret_key(k))
+    app = web.Application(
+        middlewares=[_make_middleware(runtime)],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[RUNTIME] = runtime
+    app.cleanup_ctx.append(_lifecycle(runtime))
+    endpoints.add_routes(app)
+    return app
+
+
+def _is_secret_key(name: str) -> bool:
+    upper = name.upper()
+    return upper.endswith(("_KEY", "_TOKEN", "_SECRET", "_BASE64")) or "PASSWORD" in upper

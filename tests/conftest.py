@@ -1,0 +1,165 @@
+"""Shared fixtures: environment hygiene, blocking-call checks, fakes, a proxy factory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+from blockbuster import BlockBuster, blockbuster_ctx
+
+from aiclient.bootstrap import open_pools
+from aiclient.config import Settings
+from aiclient.runtime import RUNTIME, Runtime
+from aiclient.server import build_app
+from tests.fakes import FakeClaude, FakeOpenAI
+
+API_KEY = "test-client-key"
+OPENAI_KEY = "sk-test"
+CLAUDE_KEY = "sk-ant-test"
+
+_DIRTY_ENV = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "OPENAI_BASE_URL",
+    "ANTHROPIC_BASE_URL",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests never depend on the developer's proxies, keys, AICLIENT_* settings or the
+    config.json / provider_pools.json of the folder they were started in."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.upper() in _DIRTY_ENV or name.upper().startswith("AICLIENT_"):
+            monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def blockbuster() -> Iterator[BlockBuster]:
+    """Any blocking call (file I/O, time.sleep) made by aiclient inside the loop fails."""
+    with blockbuster_ctx("aiclient") as bb:
+        yield bb
+
+
+@pytest.fixture
+async def fake_openai() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def fake_openai_2() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def fake_claude() -> AsyncIterator[FakeClaude]:
+    async with FakeClaude() as fake:
+        yield fake
+
+
+def openai_instance(fake: FakeOpenAI, uuid: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "OPENAI_API_KEY": OPENAI_KEY,
+        "OPENAI_BASE_URL": f"{fake.base_url}/v1",
+        "uuid": uuid,
+        "checkModelName": "gpt-4o-mini",
+        **extra,
+    }
+
+
+def claude_instance(fake: FakeClaude, uuid: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "CLAUDE_API_KEY": CLAUDE_KEY,
+        "CLAUDE_BASE_URL": f"{fake.base_url}/v1",
+        "uuid": uuid,
+        **extra,
+    }
+
+
+def write_pools(path: Path, data: Any, *, indent: int | None = 2) -> Path:
+    path.write_text(json.dumps(data, indent=indent) + "\n", encoding="utf-8")
+    return path
+
+
+def read_pools(path: Path) -> dict[str, Any]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def make_settings(**overrides: Any) -> Settings:
+    base = Settings(
+        required_api_key=API_KEY,
+        request_base_delay_ms=1,
+        pool_write_debounce_ms=20,
+        connect_timeout_ms=2000,
+        read_timeout_ms=5000,
+        log_level="debug",
+    )
+    return replace(base, **overrides)
+
+
+@dataclass
+class Proxy:
+    server: TestServer
+    pools_path: Path | None
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.server.app[RUNTIME]
+
+    async def flush(self) -> None:
+        writer = self.runtime.writer
+        assert writer is not None
+        await writer.flush()
+
+
+StartProxy = Callable[..., Awaitable[Proxy]]
+
+
+@pytest.fixture
+async def start_proxy(tmp_path: Path) -> AsyncIterator[StartProxy]:
+    """Start the proxy on 127.0.0.1 with a pool file written from `pools`."""
+    servers: list[TestServer] = []
+
+    async def start(pools: dict[str, Any] | None = None, **overrides: Any) -> Proxy:
+        path = None
+        if pools is not None:
+            folder = tmp_path / "pools"  # not the working directory
+            folder.mkdir(exist_ok=True)
+            path = write_pools(folder / "provider_pools.json", pools)
+            overrides.setdefault("pools_file", str(path))
+        settings = make_settings(**overrides)
+        setup = await asyncio.to_thread(open_pools, settings)
+        server = TestServer(
+            build_app(settings, setup), host="127.0.0.1", handler_cancellation=True
+        )
+        await server.start_server()
+        servers.append(server)
+        return Proxy(server, path)
+
+    yield start
+    for server in servers:
+        await server.close()
