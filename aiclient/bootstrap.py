@@ -6,6 +6,7 @@ file that is named but missing, unreadable or invalid, so the CLI can exit 2.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -13,10 +14,12 @@ from typing import Literal
 from .config import Settings
 from .errors import ConfigError
 from .pool.models import ProviderNode
-from .pool.schema import TYPE_SPECS
+from .pool.schema import TYPE_SPECS, unknown_types
 from .pool.store import PoolFile
 
 __all__ = ["DEFAULT_POOLS_PATH", "PoolSetup", "open_pools"]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_POOLS_PATH = "provider_pools.json"
 
@@ -49,6 +52,10 @@ def open_pools(settings: Settings) -> PoolSetup:
             raise ConfigError(f"{path}: pool file not found") from None
         except (IsADirectoryError, PermissionError, OSError) as exc:
             raise ConfigError(f"{path}: cannot read pool file: {exc}") from None
+        for key in unknown_types(loaded.data):
+            logger.warning(
+                "%s: %r is not a provider type aiclient serves; kept as it is", path, key
+            )
         return PoolSetup("file", loaded.nodes, pool_file)
     nodes = [
         ProviderNode(

@@ -280,6 +280,8 @@ KEYS: tuple[Key, ...] = (
         _as_int,
         "--pool-write-debounce-ms",
     ),
+    Key("HOT_RELOAD", "hot_reload", _as_bool, "--hot-reload"),
+    Key("HOT_RELOAD_POLLING", "hot_reload_polling", _as_bool, "--hot-reload-polling"),
     Key(
         "LOG_LEVEL",
         "log_level",
@@ -344,6 +346,8 @@ class Settings:
     max_body_bytes: int = 64 * 1024 * 1024
     pool_write_debounce_ms: int = 1000
     log_level: str = "info"
+    hot_reload: bool = True
+    hot_reload_polling: bool = False
     config_file: str | None = None
     pools_file_explicit: bool = False
 

@@ -12,7 +12,7 @@ import contextlib
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 import aiohttp
 from aiohttp import web
@@ -31,7 +31,8 @@ from .errors import (
 )
 from .log import register_secrets
 from .pool import ProviderPool
-from .pool.writer import PoolWriter
+from .pool.models import ProviderNode
+from .pool.writer import PoolWriter, watch_folder
 from .protocols import ApiProtocol
 from .protocols.errors import render_error
 from .relay import Relay
@@ -159,7 +160,8 @@ def _lifecycle(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[No
             connector=connector, timeout=timeout, skip_auto_headers=("User-Agent",)
         )
         demo: DemoUpstream | None = None
-        writer_task = None
+        tasks: list[asyncio.Task[None]] = []
+        stop_watching = asyncio.Event()
         try:
             if runtime.setup.mode == "demo":
                 demo = DemoUpstream()
@@ -172,21 +174,36 @@ def _lifecycle(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[No
                     runtime.demo_url,
                 )
             runtime.relay = Relay(settings, runtime.pool, session)
-            if runtime.setup.pool_file is not None:
-                runtime.writer = PoolWriter(
+            pool_file = runtime.setup.pool_file
+            if pool_file is not None:
+                writer = PoolWriter(
                     runtime.pool,
-                    runtime.setup.pool_file,
+                    pool_file,
                     settings.pool_write_debounce_ms / 1000,
+                    on_reload=_register_node_secrets,
                 )
-                writer_task = spawn(runtime.writer.run(), name="pool-writer")
+                runtime.writer = writer
+                tasks.append(spawn(writer.run(), name="pool-writer"))
+                if settings.hot_reload:
+                    watcher = watch_folder(
+                        pool_file.path,
+                        writer.sync,
+                        stop_watching,
+                        polling=settings.hot_reload_polling,
+                    )
+                    tasks.append(spawn(watcher, name="pool-watcher"))
             yield
         finally:
-            if writer_task is not None:
-                writer_task.cancel()
+            stop_watching.set()
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await writer_task
+                    await task
             if runtime.writer is not None:
-                await runtime.writer.flush()
+                try:
+                    await runtime.writer.sync()
+                except Exception:
+                    logger.exception("final write of the pool file failed")
             await session.close()
             if demo is not None:
                 await demo.close()
@@ -200,8 +217,7 @@ def build_app(settings: Settings, setup: PoolSetup) -> web.Application:
     pool.load(setup.nodes)
     runtime = Runtime(settings, pool, setup)
     register_secrets(settings.secrets())
-    for node in setup.nodes:
-        register_secrets(v for k, v in node.settings.items() if _is_secret_key(k))
+    _register_node_secrets(setup.nodes)
     app = web.Application(
         middlewares=[_make_middleware(runtime)],
         client_max_size=settings.max_body_bytes,
@@ -210,6 +226,11 @@ def build_app(settings: Settings, setup: PoolSetup) -> web.Application:
     app.cleanup_ctx.append(_lifecycle(runtime))
     endpoints.add_routes(app)
     return app
+
+
+def _register_node_secrets(nodes: Iterable[ProviderNode]) -> None:
+    for node in nodes:
+        register_secrets(v for k, v in node.settings.items() if _is_secret_key(k))
 
 
 def _is_secret_key(name: str) -> bool:

@@ -133,7 +133,7 @@ class Proxy:
     async def flush(self) -> None:
         writer = self.runtime.writer
         assert writer is not None
-        await writer.flush()
+        await writer.sync()
 
 
 StartProxy = Callable[..., Awaitable[Proxy]]

@@ -252,3 +252,48 @@ def test_pools_example_is_valid() -> None:
     path = REPO / "provider_pools.json.example"
     loaded = parse_pools(path.read_bytes(), path, no_globals)
     assert {n.provider_type for n in loaded.nodes} == {"openai-custom", "claude-custom"}
+
+
+def test_a_stale_copy_saved_later_loses_no_counts(tmp_path: Path) -> None:
+    """An editor saves a copy read several writes ago: its old counters are not a reset,
+    but its own edits (a note, re-enabling an instance) win."""
+    data = {
+        "openai-custom": [
+            {"OPENAI_API_KEY": "k", "uuid": "a"},
+            {"OPENAI_API_KEY": "k", "uuid": "b"},
+        ]
+    }
+    path = pools_file(tmp_path, json.dumps(data, indent=2))
+    store, pool = load(path)
+    clock = iter(range(1_700_000_000, 1_700_000_100)).__next__
+    pool._clock = lambda: float(clock())
+
+    def serve(uid: str, count: int, *, fail: bool = False) -> None:
+        for _ in range(count):
+            lease = pool.acquire("openai-custom", exclude={"a", "b"} - {uid})
+            assert lease is not None
+            if fail:
+                lease.failure("HTTP 500")
+            else:
+                lease.success()
+        snapshot = pool.snapshot_fields()
+        pool.apply_merged(snapshot, store.sync(snapshot).merged)
+
+    serve("a", 5)
+    serve("b", 3, fail=True)  # b is now unhealthy
+    stale = json.loads(path.read_text())  # the editor opens the file here
+    serve("a", 7)
+    serve("a", 4)
+    stale["openai-custom"][1]["isHealthy"] = True
+    stale["openai-custom"][1]["errorCount"] = 0
+    stale["openai-custom"][0]["note"] = "edited"
+    path.write_text(json.dumps(stale, indent=2))
+    snapshot = pool.snapshot_fields()
+    result = store.sync(snapshot)
+    pool.apply_merged(snapshot, result.merged)
+    written = {i["uuid"]: i for i in json.loads(path.read_text())["openai-custom"]}
+    assert written["a"]["usageCount"] == 16
+    assert written["a"]["note"] == "edited"
+    assert written["b"]["isHealthy"] is True
+    assert written["b"]["errorCount"] == 0
+    assert pool.get("b").state.healthy  # type: ignore[union-attr]

@@ -90,28 +90,35 @@ class ProviderPool:
 
     # -- configuration -------------------------------------------------------------
 
-    def load(self, nodes: Sequence[ProviderNode]) -> None:
+    def load(self, nodes: Sequence[ProviderNode]) -> tuple[int, int, int]:
         """Replace the configured instances; state and clients survive by uuid.
 
         A new instance starts from the server fields written in its settings. An
         instance whose config changed keeps its state but gets a fresh client, so a
-        rotated key is used from the next request on.
+        rotated key is used from the next request on. Requests in flight on a removed
+        instance finish on it. Returns how many instances were added, removed, changed.
         """
         by_type: dict[str, list[Entry]] = {}
         by_uuid: dict[str, Entry] = {}
+        added = changed = 0
         for node in nodes:
             old = self._by_uuid.get(node.uuid)
             if old is not None and old.node.provider_type == node.provider_type:
                 entry = Entry(node, old.state)
                 if old.node.config_key() == node.config_key():
                     entry.client = old.client
+                else:
+                    changed += 1
             else:
+                added += 1
                 entry = Entry(node, NodeState.from_fields(node.settings))
             by_type.setdefault(node.provider_type, []).append(entry)
             by_uuid[node.uuid] = entry
+        removed = len(set(self._by_uuid) - set(by_uuid))
         self._by_type = by_type
         self._by_uuid = by_uuid
         self._cursor = {t: self._cursor.get(t, 0) for t in by_type}
+        return added, removed, changed
 
     def types(self) -> list[str]:
         return list(self._by_type)

@@ -17,7 +17,13 @@ from ..errors import ConfigError
 from ..protocols import ApiProtocol
 from .models import ProviderNode
 
-__all__ = ["TYPE_SPECS", "TypeSpec", "assign_missing_uuids", "validate_pools"]
+__all__ = [
+    "TYPE_SPECS",
+    "TypeSpec",
+    "assign_missing_uuids",
+    "unknown_types",
+    "validate_pools",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +102,8 @@ _OPT_STR_FIELDS = ("customName", "checkModelName", "lastUsed", "lastErrorTime")
 def assign_missing_uuids(data: dict[str, Any]) -> int:
     """Give every instance object without a usable uuid a fresh one; return how many."""
     added = 0
-    for instances in data.values():
-        if not isinstance(instances, list):
+    for ptype, instances in data.items():
+        if ptype not in TYPE_SPECS or not isinstance(instances, list):
             continue
         for inst in instances:
             if isinstance(inst, dict) and not inst.get("uuid"):
@@ -108,7 +114,7 @@ def assign_missing_uuids(data: dict[str, Any]) -> int:
 
 def _check_instance(
     where: str,
-    spec: TypeSpec | None,
+    spec: TypeSpec,
     inst: dict[str, Any],
     global_value: Callable[[str], Any],
 ) -> None:
@@ -137,8 +143,7 @@ def _check_instance(
         or not all(isinstance(m, str) for m in unsupported)
     ):
         raise fail("notSupportedModels", "must be a list of model names")
-    if spec is not None:
-        _check_type_keys(fail, spec, inst, global_value)
+    _check_type_keys(fail, spec, inst, global_value)
 
 
 def _check_type_keys(
@@ -159,6 +164,11 @@ def _check_type_keys(
         raise fail(spec.required[0], "is required (in the instance or in config.json)")
 
 
+def unknown_types(data: dict[str, Any]) -> list[str]:
+    """Top-level keys that are not provider types this version serves."""
+    return [key for key in data if key not in TYPE_SPECS]
+
+
 def validate_pools(
     data: dict[str, Any],
     path: Path | str,
@@ -171,14 +181,14 @@ def validate_pools(
     nodes: list[ProviderNode] = []
     seen: dict[str, str] = {}
     for ptype, instances in data.items():
+        spec = TYPE_SPECS.get(ptype)
+        if spec is None:
+            continue  # kept in the file as it is, not served (see unknown_types)
         if not isinstance(instances, list):
             raise ConfigError(
                 f"{path}: {ptype}: must be an array of instances, "
                 f"got {type(instances).__name__}"
             )
-        spec = TYPE_SPECS.get(ptype)
-        if spec is None:
-            logger.warning("%s: unknown provider type %r kept but not served", path, ptype)
         for index, inst in enumerate(instances):
             where = f"{path}: {ptype}[{index}]"
             if not isinstance(inst, dict):
@@ -188,8 +198,6 @@ def validate_pools(
             if uid in seen:
                 raise ConfigError(f"{where}.uuid: {uid!r} is already used by {seen[uid]}")
             seen[uid] = f"{ptype}[{index}]"
-            if spec is None:
-                continue
             nodes.append(
                 ProviderNode(
                     uuid=uid,

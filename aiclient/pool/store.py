@@ -10,17 +10,24 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
+import errno
 import fcntl
+import glob
 import json
+import logging
 import os
+import stat
+import sys
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .models import SERVER_FIELDS, ProviderNode
+from .models import SERVER_FIELDS, NodeState, ProviderNode
 from .schema import assign_missing_uuids, validate_pools
 
 __all__ = [
@@ -34,6 +41,8 @@ __all__ = [
 ]
 
 Fields = dict[str, Any]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,18 +108,59 @@ def parse_pools(raw: bytes, path: Path, global_value: Callable[[str], Any]) -> L
     return LoadedPools(data, nodes, raw, JsonStyle.detect(text), added)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that readers see the old or the new file, whole."""
+def _load_renameat2() -> Callable[..., int] | None:
     try:
-        st: os.stat_result | None = os.stat(path)
-    except FileNotFoundError:
-        st = None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        libc = ctypes.CDLL(None, use_errno=True)
+        func: Callable[..., int] = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    return func
+
+
+_renameat2 = _load_renameat2() if sys.platform.startswith("linux") else None
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(first: str, second: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2); False where unsupported."""
+    global _renameat2
+    if _renameat2 is None:
+        return False
+    if (
+        _renameat2(
+            _AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE
+        )
+        == 0
+    ):
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
+        _renameat2 = None  # this filesystem cannot exchange; plain rename from now on
+        return False
+    raise OSError(err, os.strerror(err), str(second))
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def atomic_write(path: Path, data: bytes) -> bytes | None:
+    """Replace `path` with `data` so that readers see the old or the new file, whole.
+
+    Where the platform can swap two files atomically, returns the exact bytes that were
+    replaced, so a caller can tell whether someone saved the file since it read it.
+    Refuses (PermissionError) to replace a file its owner made read-only.
+    """
+    st = os.stat(path)
+    if not st.st_mode & stat.S_IWUSR:
+        raise PermissionError(errno.EACCES, "the pool file is read-only", str(path))
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
+    replaced: bytes | None = None
     try:
-        os.fchmod(fd, (st.st_mode & 0o7777) if st else 0o600)
-        if st is not None:
-            with contextlib.suppress(PermissionError):
-                os.fchown(fd, st.st_uid, st.st_gid)
+        os.fchmod(fd, st.st_mode & 0o7777)
+        with contextlib.suppress(PermissionError):
+            os.fchown(fd, st.st_uid, st.st_gid)
         view = memoryview(data)
         while view:
             written = os.write(fd, view)
@@ -118,7 +168,12 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.fsync(fd)
         os.close(fd)
         fd = -1
-        os.replace(tmp, path)
+        if _exchange(tmp, path):
+            with open(tmp, "rb") as old:
+                replaced = old.read()
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         if fd >= 0:
             os.close(fd)
@@ -130,6 +185,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    return replaced
 
 
 @contextlib.contextmanager
@@ -168,10 +224,15 @@ def merge_field(name: str, base: Any, disk: Any, mine: Any) -> Any:
 
 @dataclass(slots=True)
 class SyncResult:
-    written: bool
+    written: bool = False
     merged: dict[str, Fields] = field(default_factory=dict)
-    disk_changed: bool = False
+    nodes: list[ProviderNode] | None = None  # the new config when the file changed
     error: ConfigError | None = None
+
+
+_MAX_ROUNDS = 5
+_HISTORY = 256
+_STAMPS = ("lastUsed", "lastErrorTime")
 
 
 class PoolFile:
@@ -183,82 +244,166 @@ class PoolFile:
         self.last_bytes: bytes | None = None
         self.data: dict[str, Any] = {}
         self.style = JsonStyle()
-        self.base: dict[str, Fields] = {}
+        # What the file held after each of our recent syncs, newest last: the base of
+        # a three-way merge is the version the user's edit started from.
+        self.history: deque[dict[str, Fields]] = deque(maxlen=_HISTORY)
         self.dirty_doc = False
 
     def load(self) -> LoadedPools:
-        """Read and validate the file (blocking); remember it as the sync point."""
-        raw = self.path.read_bytes()
-        loaded = parse_pools(raw, self.path, self._global_value)
-        self.adopt(loaded)
-        return loaded
+        """Read and validate the file (blocking); remember it as the sync point.
 
-    def adopt(self, loaded: LoadedPools) -> None:
+        Also removes temp files a killed writer left behind: every writer holds the
+        lock while its temp file exists, so under the lock any such file is stale.
+        """
+        with _locked(self.path):
+            raw = self.path.read_bytes()
+            self._remove_stale_temp_files()
+        loaded = parse_pools(raw, self.path, self._global_value)
         self.last_bytes = loaded.raw
         self.data = loaded.data
         self.style = loaded.style
-        self.base = {node.uuid: _server_fields(node.settings) for node in loaded.nodes}
+        self.history.clear()
+        self.history.append(
+            {node.uuid: _server_fields(node.settings) for node in loaded.nodes}
+        )
         self.dirty_doc = loaded.uuids_added > 0
+        return loaded
+
+    def _remove_stale_temp_files(self) -> None:
+        prefix = _temp_prefix(self.path)
+        for leftover in self.path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+                logger.info("removed %s left behind by an interrupted write", leftover)
 
     def sync(self, mine: Mapping[str, Fields]) -> SyncResult:
         """Read-merge-write under the lock (blocking). `mine` is memory's server fields.
 
-        A file that no longer parses is left untouched, byte for byte: the result
-        carries the error and nothing is written until the user fixes it.
+        When the file changed since the last sync (the user's edit, or another
+        process's write) its new config comes back in `nodes` and its values are merged
+        field by field. A file that no longer parses is left untouched, byte for byte:
+        the result carries the error and nothing is written until it is fixed. A save
+        that lands between our read and our rename is detected (where the platform can
+        swap files atomically), merged in, and never lost.
         """
         with _locked(self.path):
             try:
                 raw = self.path.read_bytes()
             except FileNotFoundError:
-                error = ConfigError(f"{self.path}: the pool file is missing")
-                return SyncResult(written=False, disk_changed=True, error=error)
-            disk_changed = raw != self.last_bytes
-            if not disk_changed:
-                # A copy: a write that fails must leave the sync point untouched.
-                data = copy.deepcopy(self.data)
-                style = self.style
-            else:
+                return SyncResult(
+                    error=ConfigError(f"{self.path}: the pool file is missing")
+                )
+            result = SyncResult()
+            source = on_disk = raw  # what to merge from; what the file holds now
+            raced = False
+            data, style, out = self.data, self.style, raw
+            for _ in range(_MAX_ROUNDS):
                 try:
-                    loaded = parse_pools(raw, self.path, self._global_value)
+                    data, style, nodes = self._document(source)
                 except ConfigError as exc:
-                    return SyncResult(written=False, disk_changed=True, error=exc)
-                data, style = loaded.data, loaded.style
-            merged = self._merge_into(data, mine)
-            out = style.render(data)
-            written = False
-            if out != raw:
-                atomic_write(self.path, out)
-                written = True
+                    if raced:  # put the user's newer (broken) save back
+                        atomic_write(self.path, source)
+                    return SyncResult(error=exc)
+                if nodes is not None:
+                    result.nodes = nodes
+                known = {node.uuid for node in nodes} if nodes is not None else None
+                result.merged = self._merge_into(data, mine, known)
+                out = style.render(data)
+                if out == on_disk:
+                    break
+                replaced = atomic_write(self.path, out)
+                result.written = True
+                if replaced is None or replaced == on_disk:
+                    break
+                logger.info(
+                    "%s was saved while the server wrote it; merging that save", self.path
+                )
+                source, on_disk, raced = replaced, out, True
+                self.last_bytes = None  # the racing save is new to us
             self.last_bytes = out
             self.data = data
             self.style = style
-            self.base.update(merged)
+            self.history.append(result.merged)
             self.dirty_doc = False
-            return SyncResult(written=written, merged=merged, disk_changed=disk_changed)
+            return result
+
+    def _document(
+        self, raw: bytes
+    ) -> tuple[dict[str, Any], JsonStyle, list[ProviderNode] | None]:
+        if raw == self.last_bytes:
+            # A copy: a write that fails must leave the sync point untouched.
+            return copy.deepcopy(self.data), self.style, None
+        loaded = parse_pools(raw, self.path, self._global_value)
+        return loaded.data, loaded.style, loaded.nodes
+
+    def _base_version(self, data: Mapping[str, Any]) -> dict[str, Fields]:
+        """The recent version of ours that an edited file most likely started from.
+
+        An editor may save a copy read minutes ago: its counters are stale, not a
+        reset. Only the server writes the timestamps, and they change with every
+        request, so they date a copy: the base is the newest version whose timestamps
+        the file repeats most often.
+        """
+        disk = {
+            inst["uuid"]: inst
+            for inst in _instances(data)
+            if isinstance(inst.get("uuid"), str)
+        }
+        best: dict[str, Fields] = {}
+        best_score = -1
+        for version in reversed(self.history):
+            score = 0
+            for uid, fields in version.items():
+                inst = disk.get(uid)
+                if inst is not None:
+                    score += sum(inst.get(name) == fields.get(name) for name in _STAMPS)
+            if score > best_score:
+                best, best_score = version, score
+        return best
 
     def _merge_into(
-        self, data: dict[str, Any], mine: Mapping[str, Fields]
+        self,
+        data: dict[str, Any],
+        mine: Mapping[str, Fields],
+        new_config: set[str] | None,
     ) -> dict[str, Fields]:
+        """Merge memory's fields into `data` in place; fill in instances that are new.
+
+        `new_config` holds the uuids of the file's served instances when it changed.
+        """
         merged: dict[str, Fields] = {}
+        base_version = (
+            self._base_version(data)
+            if new_config is not None
+            else (self.history[-1] if self.history else {})
+        )
         for instances in data.values():
             if not isinstance(instances, list):
                 continue
             for inst in instances:
-                if not isinstance(inst, dict):
+                uid = inst.get("uuid") if isinstance(inst, dict) else None
+                if not isinstance(uid, str):
                     continue
-                uid = inst.get("uuid")
-                if not isinstance(uid, str) or uid not in mine:
+                if uid in mine:
+                    base = base_version.get(uid, {})
+                    for name in SERVER_FIELDS:
+                        inst[name] = merge_field(
+                            name, base.get(name), inst.get(name), mine[uid].get(name)
+                        )
+                elif new_config is not None and uid in new_config:
+                    defaults = NodeState.from_fields(inst).to_fields()
+                    for name in SERVER_FIELDS:
+                        inst.setdefault(name, defaults[name])
+                else:
                     continue
-                base = self.base.get(uid, {})
-                result: Fields = {}
-                for name in SERVER_FIELDS:
-                    value = merge_field(
-                        name, base.get(name), inst.get(name), mine[uid].get(name)
-                    )
-                    inst[name] = value
-                    result[name] = value
-                merged[uid] = result
+                merged[uid] = {name: inst[name] for name in SERVER_FIELDS}
         return merged
+
+
+def _instances(data: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    for instances in data.values():
+        if isinstance(instances, list):
+            yield from (inst for inst in instances if isinstance(inst, dict))
 
 
 def _server_fields(settings: Mapping[str, Any]) -> Fields:
