@@ -194,11 +194,13 @@ def _lifecycle(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[No
                     tasks.append(spawn(watcher, name="pool-watcher"))
             yield
         finally:
+            # Stop the background tasks between syncs, never in the middle of one.
             stop_watching.set()
+            if runtime.writer is not None:
+                runtime.writer.close()
             for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(task, 5)
             if runtime.writer is not None:
                 try:
                     await runtime.writer.sync()

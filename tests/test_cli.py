@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
-import socket
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -16,13 +13,7 @@ from aiclient import __version__
 from aiclient.cli import main
 from tests.conftest import OPENAI_KEY, openai_instance, read_pools, write_pools
 from tests.fakes import FakeOpenAI
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.procs import free_port, start_process, wait_healthy
 
 
 def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -86,40 +77,13 @@ def test_missing_named_pool_file_exits_2(
     assert "pool file not found" in capsys.readouterr().err
 
 
-async def _wait_healthy(url: str, process: asyncio.subprocess.Process) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(300):
-            if process.returncode is not None:
-                raise AssertionError("the server exited early")
-            try:
-                async with http.get(f"{url}/health") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError("the server did not start")
-
-
-async def start_process(*args: str, cwd: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "aiclient",
-        *args,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-
-
 async def test_fresh_install_serves_the_demo_pool(tmp_path: Path) -> None:
     """No pool file and no credentials: a real answer at once, clearly a demo."""
     port = free_port()
     process = await start_process("--port", str(port), cwd=tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
-        await _wait_healthy(url, process)
+        await wait_healthy(url, process)
         async with aiohttp.ClientSession() as http:
             resp = await http.post(
                 f"{url}/v1/chat/completions",
@@ -164,7 +128,7 @@ async def test_sigterm_flushes_counters_and_logs_no_secrets(tmp_path: Path) -> N
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            await _wait_healthy(url, process)
+            await wait_healthy(url, process)
             async with aiohttp.ClientSession() as http:
                 for _ in range(3):
                     resp = await http.post(

@@ -27,7 +27,7 @@ __all__ = ["PoolWriter", "watch_folder"]
 
 logger = logging.getLogger(__name__)
 
-_RETRY_SECONDS = 1.0
+_RETRY_SECONDS = 1.0  # how soon a failed folder watcher starts again
 
 
 class PoolWriter:
@@ -44,6 +44,7 @@ class PoolWriter:
         self.debounce = debounce
         self.on_reload = on_reload or (lambda nodes: None)
         self._wake = asyncio.Event()
+        self._closed = asyncio.Event()
         self._lock = asyncio.Lock()
         self._problem: str | None = None
         self.paused = False
@@ -56,23 +57,43 @@ class PoolWriter:
         """Ask for a sync soon (after the current debounce period)."""
         self._wake.set()
 
+    def close(self) -> None:
+        """Make `run` return after the sync in progress, if any (never mid-sync)."""
+        self._closed.set()
+        self._wake.set()
+
     async def run(self) -> None:
-        while True:
+        while not self._closed.is_set():
             await self._wake.wait()
+            if self._closed.is_set():
+                return
             self._wake.clear()
             try:
                 await self.sync()
             except Exception:  # a bug must not end write-back for good
                 logger.exception("pool file sync failed; will retry")
                 self._wake.set()
-            await asyncio.sleep(self.debounce)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), self.debounce)
 
     async def sync(self) -> SyncResult | None:
-        """Sync memory and file now. Returns None when the disk refused the write."""
+        """Sync memory and file now. Returns None when the disk refused the write.
+
+        The file work runs in a thread that finishes even if this coroutine is
+        cancelled; its outcome is adopted in any case, or memory and file would
+        disagree about what was already merged.
+        """
         async with self._lock:
             snapshot = self.pool.snapshot_fields()
+            work = asyncio.get_running_loop().run_in_executor(
+                None, self.pool_file.sync, snapshot
+            )
             try:
-                result = await asyncio.to_thread(self.pool_file.sync, snapshot)
+                result = await asyncio.shield(work)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    self._adopt(snapshot, await work)
+                raise
             except OSError as exc:
                 self._report(
                     f"cannot write {self.pool_file.path}: {exc.strerror or exc}; "
@@ -80,23 +101,26 @@ class PoolWriter:
                 )
                 self._wake.set()
                 return None
-            if result.error is not None:
-                self.paused = True
-                self.error = result.error.message
-                self._report(
-                    f"{result.error.message}; write-back paused until the file is "
-                    "fixed (the server keeps serving the last good pool)"
-                )
-                return result
-            if self._problem is not None:
-                logger.info("pool file %s is in sync again", self.pool_file.path)
-                self._problem = None
-            self.paused = False
-            self.error = None
-            if result.nodes is not None:
-                self._apply_config(result.nodes)
-            self.pool.apply_merged(snapshot, result.merged)
+            self._adopt(snapshot, result)
             return result
+
+    def _adopt(self, snapshot: dict[str, dict[str, Any]], result: SyncResult) -> None:
+        if result.error is not None:
+            self.paused = True
+            self.error = result.error.message
+            self._report(
+                f"{result.error.message}; write-back paused until the file is "
+                "fixed (the server keeps serving the last good pool)"
+            )
+            return
+        if self._problem is not None:
+            logger.info("pool file %s is in sync again", self.pool_file.path)
+            self._problem = None
+        self.paused = False
+        self.error = None
+        if result.nodes is not None:
+            self._apply_config(result.nodes)
+        self.pool.apply_merged(snapshot, result.merged)
 
     def _apply_config(self, nodes: list[ProviderNode]) -> None:
         added, removed, changed = self.pool.load(nodes)

@@ -1,0 +1,167 @@
+"""Real processes on one pool file: two servers add up, kill -9 never corrupts it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from aiclient.bootstrap import open_pools
+from aiclient.config import Settings
+from tests.conftest import openai_instance, read_pools, write_pools
+from tests.fakes import FakeOpenAI
+from tests.procs import serve
+
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+
+
+def config(tmp_path: Path, **extra: Any) -> None:
+    (tmp_path / "config.json").write_text(
+        json.dumps({"REQUIRED_API_KEY": "k", "LOG_LEVEL": "warning", **extra})
+    )
+
+
+async def hammer(url: str, count: int, concurrency: int = 16) -> int:
+    ok = 0
+    gate = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession() as http:
+
+        async def one() -> None:
+            nonlocal ok
+            async with (
+                gate,
+                http.post(f"{url}/v1/chat/completions?key=k", json=CHAT) as resp,
+            ):
+                await resp.read()
+                ok += resp.status == 200
+
+        await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
+    return ok
+
+
+async def flood(url: str, workers: int) -> None:
+    """Send requests from `workers` loops until cancelled."""
+    async with aiohttp.ClientSession() as http:
+
+        async def loop() -> None:
+            while True:
+                try:
+                    async with http.post(
+                        f"{url}/v1/chat/completions?key=k", json=CHAT
+                    ) as resp:
+                        await resp.read()
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.01)
+
+        await asyncio.gather(*(loop() for _ in range(workers)))
+
+
+async def test_two_servers_on_one_file_add_up(tmp_path: Path) -> None:
+    async with FakeOpenAI() as fake:
+        path = write_pools(
+            tmp_path / "provider_pools.json",
+            {"openai-custom": [openai_instance(fake, "a"), openai_instance(fake, "b")]},
+        )
+        config(tmp_path, POOL_WRITE_DEBOUNCE_MS=20)
+        (first, url1), (second, url2) = await asyncio.gather(
+            serve(cwd=tmp_path), serve(cwd=tmp_path)
+        )
+        try:
+            served = await asyncio.gather(hammer(url1, 150), hammer(url2, 150))
+        finally:
+            for process in (first, second):
+                process.send_signal(signal.SIGTERM)
+            await asyncio.gather(first.communicate(), second.communicate())
+    assert list(served) == [150, 150]
+    assert (first.returncode, second.returncode) == (0, 0)
+    total = sum(inst["usageCount"] for inst in read_pools(path)["openai-custom"])
+    assert total == 300
+
+
+async def test_kill_9_under_load_leaves_a_valid_file(tmp_path: Path) -> None:
+    """At any moment: the file parses and validates, and nothing written is lost."""
+    async with FakeOpenAI() as fake:
+        path = write_pools(
+            tmp_path / "provider_pools.json",
+            {"openai-custom": [openai_instance(fake, f"n{i}") for i in range(3)]},
+        )
+        config(tmp_path, POOL_WRITE_DEBOUNCE_MS=1)
+        rng = random.Random(7)
+        for _ in range(4):
+            process, url = await serve(cwd=tmp_path)
+            load = asyncio.ensure_future(flood(url, 8))
+            await asyncio.sleep(0.3 + rng.random() * 0.4)
+            before = sum(i.get("usageCount", 0) for i in read_pools(path)["openai-custom"])
+            process.kill()
+            await process.communicate()
+            load.cancel()
+            await asyncio.gather(load, return_exceptions=True)
+            after = await asyncio.to_thread(open_pools, Settings(pools_file=str(path)))
+            counts = [i["usageCount"] for i in read_pools(path)["openai-custom"]]
+            assert after.nodes  # validates, every instance intact
+            assert sum(counts) >= before > 0
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []  # a restart removes what a killed write left behind
+
+
+async def test_folder_vanishing_and_coming_back(tmp_path: Path) -> None:
+    """The server keeps serving; writes resume (with every count) once it is back."""
+    folder = tmp_path / "pools"
+    folder.mkdir()
+    async with FakeOpenAI() as fake:
+        path = write_pools(
+            folder / "provider_pools.json", {"openai-custom": [openai_instance(fake, "a")]}
+        )
+        config(tmp_path, POOL_WRITE_DEBOUNCE_MS=20, PROVIDER_POOLS_FILE_PATH=str(path))
+        process, url = await serve(cwd=tmp_path)
+        try:
+            assert await hammer(url, 5) == 5
+            await asyncio.sleep(0.2)
+            moved = tmp_path / "elsewhere"
+            folder.rename(moved)
+            assert await hammer(url, 7) == 7
+            await asyncio.sleep(0.2)
+            moved.rename(folder)
+            assert await hammer(url, 1) == 1
+            for _ in range(100):
+                if read_pools(path)["openai-custom"][0]["usageCount"] == 13:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            _, err = await process.communicate()
+    assert process.returncode == 0
+    assert read_pools(path)["openai-custom"][0]["usageCount"] == 13
+    assert "No such file or directory; will retry" in err.decode()
+
+
+async def test_read_only_file_is_respected_then_resumed(tmp_path: Path) -> None:
+    async with FakeOpenAI() as fake:
+        path = write_pools(
+            tmp_path / "provider_pools.json",
+            {"openai-custom": [openai_instance(fake, "a")]},
+        )
+        config(tmp_path, POOL_WRITE_DEBOUNCE_MS=20)
+        process, url = await serve(cwd=tmp_path)
+        try:
+            path.chmod(0o444)
+            before = path.read_bytes()
+            assert await hammer(url, 4) == 4
+            await asyncio.sleep(0.3)
+            assert path.read_bytes() == before
+            path.chmod(0o644)
+            assert await hammer(url, 1) == 1
+            for _ in range(100):
+                if read_pools(path)["openai-custom"][0].get("usageCount") == 5:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            _, err = await process.communicate()
+    assert read_pools(path)["openai-custom"][0]["usageCount"] == 5
+    assert "read-only" in err.decode()
