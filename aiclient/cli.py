@@ -16,11 +16,12 @@ from aiohttp import web
 
 from . import __version__
 from .bootstrap import PoolSetup, open_pools
-from .config import KEYS, PROVIDER_TYPES, Settings, load_settings
+from .config import KEYS, Settings, load_settings
 from .errors import ConfigError
 from .log import setup_logging
 from .pool import ProviderPool
 from .server import build_app
+from .workers import run_workers
 
 __all__ = ["build_parser", "main"]
 
@@ -119,8 +120,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings.log_level)
     for arg in unknown:
         logger.warning("unknown command-line argument %r ignored", arg)
-    unknown_types = [t for t in settings.model_providers if t not in PROVIDER_TYPES]
-    assert not unknown_types
     try:
         setup = open_pools(settings)
     except ConfigError as exc:
@@ -131,14 +130,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not settings.required_api_key:
         logger.warning("REQUIRED_API_KEY is empty: client authentication is DISABLED")
-    app = build_app(settings, setup)
     logger.info(
-        "aiclient %s listening on http://%s:%d (%s)",
+        "aiclient %s listening on http://%s:%d (%s%s)",
         __version__,
         settings.host,
         settings.port,
         f"pool file {setup.pool_file.path}" if setup.pool_file else f"{setup.mode} pool",
+        f", {settings.workers} workers" if settings.workers > 1 else "",
     )
+    if settings.workers > 1:
+        return run_workers(
+            settings.workers, lambda index: _serve(settings, setup, reuse_port=True)
+        )
+    return _serve(settings, setup, reuse_port=False)
+
+
+def _serve(settings: Settings, setup: PoolSetup, *, reuse_port: bool) -> int:
+    app = build_app(settings, setup)
     try:
         web.run_app(
             app,
@@ -148,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             handler_cancellation=True,
             print=None,
             loop=_event_loop(),
+            reuse_port=reuse_port or None,
         )
     except OSError as exc:
         logger.error("cannot serve on %s:%d: %s", settings.host, settings.port, exc)

@@ -280,6 +280,7 @@ KEYS: tuple[Key, ...] = (
         _as_int,
         "--pool-write-debounce-ms",
     ),
+    Key("WORKERS", "workers", _as_int, "--workers"),
     Key("HOT_RELOAD", "hot_reload", _as_bool, "--hot-reload"),
     Key("HOT_RELOAD_POLLING", "hot_reload_polling", _as_bool, "--hot-reload-polling"),
     Key(
@@ -346,6 +347,7 @@ class Settings:
     max_body_bytes: int = 64 * 1024 * 1024
     pool_write_debounce_ms: int = 1000
     log_level: str = "info"
+    workers: int = 1
     hot_reload: bool = True
     hot_reload_polling: bool = False
     config_file: str | None = None

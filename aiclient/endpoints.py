@@ -6,6 +6,7 @@ AiclientError subclasses; the middleware in server.py renders them in the client
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -174,6 +175,7 @@ async def health(request: web.Request) -> web.StreamResponse:
         "version": __version__,
         "mode": runtime.setup.mode,
         "uptimeSeconds": round(time.time() - runtime.started, 1),
+        "pid": os.getpid(),
         "pools": runtime.pool.summary(),
     }
     if runtime.writer is not None and runtime.writer.paused:

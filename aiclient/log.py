@@ -39,7 +39,7 @@ class RedactingFormatter(logging.Formatter):
 def setup_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        RedactingFormatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -165,3 +165,33 @@ async def test_read_only_file_is_respected_then_resumed(tmp_path: Path) -> None:
             _, err = await process.communicate()
     assert read_pools(path)["openai-custom"][0]["usageCount"] == 5
     assert "read-only" in err.decode()
+
+
+async def test_workers_share_the_port_and_the_file(tmp_path: Path) -> None:
+    """--workers 2: both processes serve one port; the counts on disk add up."""
+    async with FakeOpenAI() as fake:
+        path = write_pools(
+            tmp_path / "provider_pools.json",
+            {"openai-custom": [openai_instance(fake, "a")]},
+        )
+        config(tmp_path, POOL_WRITE_DEBOUNCE_MS=20)
+        process, url = await serve("--workers", "2", cwd=tmp_path)
+        pids: set[int] = set()
+        try:
+            async with aiohttp.ClientSession() as http:
+                for _ in range(200):
+                    # a new connection each time, so the kernel can pick either worker
+                    async with http.get(
+                        f"{url}/health", headers={"Connection": "close"}
+                    ) as resp:
+                        pids.add((await resp.json())["pid"])
+                    if len(pids) == 2:
+                        break
+            assert await hammer(url, 120) == 120
+        finally:
+            process.send_signal(signal.SIGTERM)
+            await process.communicate()
+    assert process.returncode == 0
+    assert len(pids) == 2
+    assert process.pid not in pids
+    assert read_pools(path)["openai-custom"][0]["usageCount"] == 120

@@ -1,0 +1,73 @@
+"""`--workers N`: N forked processes serving one port through SO_REUSEPORT.
+
+The kernel spreads connections over the workers; they share the pool file through its
+locked, merging write-back, so counters on disk add up. The parent only supervises:
+it forwards SIGINT/SIGTERM, and restarts a worker that died on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from types import FrameType
+
+__all__ = ["run_workers"]
+
+logger = logging.getLogger(__name__)
+
+_RESTART_DELAY = 1.0
+
+
+def _start(index: int, serve: Callable[[int], int]) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        code = serve(index)
+    except BaseException:
+        logger.exception("worker %d failed", index)
+    finally:
+        os._exit(code)
+
+
+def run_workers(count: int, serve: Callable[[int], int]) -> int:
+    """Fork `count` workers running `serve(index)`; return when all have stopped."""
+    children: dict[int, int] = {}
+    stopping = False
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    for index in range(count):
+        children[_start(index, serve)] = index
+    logger.info("started %d workers: %s", count, ", ".join(map(str, children)))
+    worst = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        index = children.pop(pid, -1)
+        code = os.waitstatus_to_exitcode(status)
+        if stopping or index < 0:
+            worst = max(worst, code if code > 0 else 0)
+            continue
+        logger.error("worker %d (pid %d) exited with %d; restarting it", index, pid, code)
+        time.sleep(_RESTART_DELAY)
+        if not stopping:
+            children[_start(index, serve)] = index
+    return worst
