@@ -281,6 +281,7 @@ KEYS: tuple[Key, ...] = (
         "--pool-write-debounce-ms",
     ),
     Key("WORKERS", "workers", _as_int, "--workers"),
+    Key("METRICS_PUBLIC", "metrics_public", _as_bool, "--metrics-public"),
     Key("HOT_RELOAD", "hot_reload", _as_bool, "--hot-reload"),
     Key("HOT_RELOAD_POLLING", "hot_reload_polling", _as_bool, "--hot-reload-polling"),
     Key(
@@ -348,6 +349,7 @@ class Settings:
     pool_write_debounce_ms: int = 1000
     log_level: str = "info"
     workers: int = 1
+    metrics_public: bool = False
     hot_reload: bool = True
     hot_reload_polling: bool = False
     config_file: str | None = None

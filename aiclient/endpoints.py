@@ -154,7 +154,7 @@ async def models(request: web.Request) -> web.StreamResponse:
     call = Call(client, ptype, None, False, b"", request.headers)
     request[CALL] = call
     model_list, provider = await _relay(runtime).list_models(ptype, request.headers)
-    call.served_by = provider.node.label
+    call.served_by = provider.node
     if model_list.raw is not None and provider.protocol is client:
         return web.Response(body=model_list.raw, content_type="application/json")
     data = render_model_list(

@@ -11,7 +11,14 @@ import logging
 import sys
 from collections.abc import Iterable
 
-__all__ = ["RedactingFormatter", "register_secrets", "setup_logging"]
+__all__ = [
+    "RedactingFormatter",
+    "redact",
+    "redact_bytes",
+    "register_secrets",
+    "secrets",
+    "setup_logging",
+]
 
 _SECRETS: set[str] = set()
 _MIN_SECRET_LENGTH = 4
@@ -29,6 +36,19 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, "***")
     return text
+
+
+def redact_bytes(data: bytes) -> bytes:
+    """`redact` for a body about to leave the server (an upstream's error, say)."""
+    for secret in _SECRETS:
+        raw = secret.encode()
+        if raw in data:
+            data = data.replace(raw, b"***")
+    return data
+
+
+def secrets() -> frozenset[str]:
+    return frozenset(_SECRETS)
 
 
 class RedactingFormatter(logging.Formatter):

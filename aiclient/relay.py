@@ -24,7 +24,7 @@ from .errors import (
     UpstreamHTTPError,
     UpstreamProtocolError,
 )
-from .pool import Entry, Lease, ProviderPool
+from .pool import Entry, Lease, ProviderNode, ProviderPool
 from .protocols import ApiProtocol
 from .protocols.errors import stream_error_event
 from .providers import PROVIDERS, ModelList, Provider, UpstreamResponse
@@ -75,7 +75,7 @@ class Call:
     body: bytes
     client_headers: Mapping[str, str]
     tried: list[str] = field(default_factory=list)
-    served_by: str | None = None
+    served_by: ProviderNode | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +131,7 @@ class Relay:
             lease = self.pool.acquire(call.provider_type, call.model, call.tried)
             if lease is None:
                 break
-            call.served_by = lease.node.label
+            call.served_by = lease.node
             try:
                 return await attempt(lease, self.provider_for(lease.entry))
             except UpstreamHTTPError as exc:

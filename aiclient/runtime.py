@@ -9,6 +9,7 @@ from aiohttp import web
 
 from .bootstrap import PoolSetup
 from .config import Settings
+from .metrics import Metrics
 from .pool import ProviderPool
 from .pool.schema import TYPE_SPECS
 from .pool.writer import PoolWriter
@@ -35,6 +36,7 @@ class Runtime:
     settings: Settings
     pool: ProviderPool
     setup: PoolSetup
+    metrics: Metrics
     relay: Relay | None = None
     writer: PoolWriter | None = None
     demo_url: str | None = None

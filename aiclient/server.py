@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 import aiohttp
 from aiohttp import web
 
-from . import endpoints
+from . import endpoints, observe
 from .bootstrap import PoolSetup
 from .config import Settings
 from .demo import DemoUpstream, demo_nodes
@@ -29,7 +29,8 @@ from .errors import (
     RouteNotFound,
     Unauthorized,
 )
-from .log import register_secrets
+from .log import redact_bytes, register_secrets
+from .metrics import Metrics
 from .pool import ProviderPool
 from .pool.models import ProviderNode
 from .pool.writer import PoolWriter, watch_folder
@@ -87,11 +88,19 @@ def _error_response(request: web.Request, err: AiclientError) -> web.Response:
     headers = {**reply.headers, "Content-Type": reply.content_type}
     if isinstance(err, ClientError):
         headers["x-should-retry"] = "false"
-    return web.Response(status=reply.status, body=reply.body, headers=headers)
+    # An upstream may echo a credential in its error; the client never sees it.
+    return web.Response(status=reply.status, body=redact_bytes(reply.body), headers=headers)
 
 
 def _make_middleware(runtime: Runtime) -> Callable[..., Awaitable[web.StreamResponse]]:
     key = runtime.settings.required_api_key.encode()
+    public_paths = {"/health", "/status"}
+    if runtime.settings.metrics_public:
+        public_paths.add("/metrics")
+
+    def public(request: web.Request) -> bool:
+        path = request.path
+        return path in public_paths or (path.endswith("/health") and path.count("/") == 2)
 
     @web.middleware
     async def middleware(
@@ -103,7 +112,7 @@ def _make_middleware(runtime: Runtime) -> Callable[..., Awaitable[web.StreamResp
             return web.Response(status=204, headers=CORS_HEADERS)
         response: web.StreamResponse
         try:
-            if key and not _is_public(request) and not _authorized(request, key):
+            if key and not public(request) and not _authorized(request, key):
                 raise Unauthorized(_UNAUTHORIZED)
             response = await handler(request)
         except AiclientError as err:
@@ -115,26 +124,30 @@ def _make_middleware(runtime: Runtime) -> Callable[..., Awaitable[web.StreamResp
             response = _error_response(request, AiclientError("Internal server error"))
         if not response.prepared:
             response.headers.update(CORS_HEADERS)
+        elapsed = time.perf_counter() - started
+        call = request.get(CALL)
+        node = call.served_by if call else None
+        resource = request.match_info.route.resource
+        runtime.metrics.observe(
+            resource.canonical if resource is not None else "unmatched",
+            call.provider_type if call else "",
+            node.uuid if node else "",
+            response.status,
+            elapsed,
+        )
         if access_logger.isEnabledFor(logging.INFO):
-            call = request.get(CALL)
             access_logger.info(
                 "%s %s %s %s %d %.1fms",
                 request.method,
                 request.path,
                 call.provider_type if call else "-",
-                (call.served_by or "-") if call else "-",
+                node.label if node else "-",
                 response.status,
-                (time.perf_counter() - started) * 1000,
+                elapsed * 1000,
             )
         return response
 
     return middleware
-
-
-def _is_public(request: web.Request) -> bool:
-    return request.path == "/health" or (
-        request.path.endswith("/health") and request.path.count("/") == 2
-    )
 
 
 def _from_http_exception(exc: web.HTTPException) -> AiclientError:
@@ -217,7 +230,9 @@ def build_app(settings: Settings, setup: PoolSetup) -> web.Application:
     """Assemble the application for `settings` and the pool `setup` describes."""
     pool = ProviderPool(max_error_count=settings.max_error_count)
     pool.load(setup.nodes)
-    runtime = Runtime(settings, pool, setup)
+    metrics = Metrics(pool)
+    runtime = Runtime(settings, pool, setup, metrics)
+    metrics.paused = lambda: runtime.writer is not None and runtime.writer.paused
     register_secrets(settings.secrets())
     _register_node_secrets(setup.nodes)
     app = web.Application(
@@ -227,6 +242,7 @@ def build_app(settings: Settings, setup: PoolSetup) -> web.Application:
     app[RUNTIME] = runtime
     app.cleanup_ctx.append(_lifecycle(runtime))
     endpoints.add_routes(app)
+    observe.add_routes(app)
     return app
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
@@ -14,6 +15,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from blockbuster import BlockBuster, blockbuster_ctx
 
+from aiclient import log as aiclient_log
 from aiclient.bootstrap import open_pools
 from aiclient.config import Settings
 from aiclient.runtime import RUNTIME, Runtime
@@ -38,6 +40,44 @@ _DIRTY_ENV = (
     "GEMINI_API_KEY",
     "GOOGLE_API_KEY",
 )
+
+
+# -- every log line of the whole run, checked for secrets at the end ----------------
+
+LOG_LINES: list[str] = []
+
+
+class _Recorder(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        LOG_LINES.append(self.format(record))
+
+
+def leaked_secrets(lines: list[str], secrets: set[str]) -> list[str]:
+    """The secrets that appear in any of `lines`."""
+    return sorted(s for s in secrets if any(s in line for line in lines))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    recorder = _Recorder(logging.DEBUG)
+    recorder.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    for name in ("aiclient", "aiohttp"):
+        logging.getLogger(name).addHandler(recorder)
+    logging.getLogger("aiclient").setLevel(logging.DEBUG)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any configured secret reached any log line of any test."""
+    secrets = {API_KEY, OPENAI_KEY, CLAUDE_KEY} | set(aiclient_log.secrets())
+    leaked = leaked_secrets(LOG_LINES, secrets)
+    if leaked and LOG_LINES:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"SECRETS IN LOGS: {len(leaked)} secret(s) appeared in "
+                f"log lines of this run",
+                red=True,
+            )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(autouse=True)
