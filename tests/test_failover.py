@@ -312,3 +312,35 @@ async def test_a_slow_instance_never_delays_another(
     await one("fast")
     await slow
     assert finished == ["fast", "slow"]
+
+
+async def test_client_disconnect_mid_stream_closes_the_upstream_at_once(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI
+) -> None:
+    """A client that goes away stops the upstream stream within a second; the
+    instance is not blamed."""
+    proxy = await start_proxy({"openai-custom": [openai_instance(fake_openai, "a")]})
+    fake_openai.stream_chunks = 50
+    fake_openai.default_text = " ".join(f"w{i}" for i in range(60))
+    fake_openai.delay_between_chunks = 0.05
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(
+            f"{proxy.url}/v1/chat/completions",
+            json={**CHAT, "stream": True},
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        )
+        await resp.content.readany()
+        resp.close()
+        closed_at = asyncio.get_running_loop().time()
+    for _ in range(100):
+        if fake_openai.disconnects:
+            break
+        await asyncio.sleep(0.02)
+    assert fake_openai.disconnects
+    assert fake_openai.disconnects[0] - closed_at < 1.0
+    a = state(proxy, "a")
+    for _ in range(50):
+        if a.in_flight == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert (a.in_flight, a.error_count, a.usage_count) == (0, 0, 0)

@@ -9,6 +9,7 @@ touch the transport.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ class FakeUpstream:
         self.delay_between_chunks = 0.0
         self.port = 0
         self.base_url = ""
+        self.disconnects: list[float] = []  # when a client dropped a stream
         self._script: deque[Reply] = deque()
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
@@ -310,7 +312,7 @@ class FakeUpstream:
                 return _drop(request, response)
             await response.write_eof()
         except ConnectionError:
-            pass  # the client went away; nothing left to tell it
+            self.disconnects.append(time.monotonic())  # the client went away
         return response
 
 
