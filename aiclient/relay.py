@@ -191,6 +191,12 @@ class Relay:
                 stream=True,
                 client_headers=call.client_headers,
             )
+            if "event-stream" not in up.content_type:
+                up.close()
+                raise UpstreamProtocolError(
+                    f"the upstream answered a stream request with {up.content_type}",
+                    node_uuid=lease.node.uuid,
+                )
             chunks = up.chunks()
             try:
                 first = await anext(chunks)

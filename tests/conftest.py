@@ -42,14 +42,10 @@ _DIRTY_ENV = (
 )
 
 
-# -- every log line of the whole run, checked for secrets at the end ----------------
+# -- every log line of the whole run is checked for secrets -----------------------
 
-LOG_LINES: list[str] = []
-
-
-class _Recorder(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        LOG_LINES.append(self.format(record))
+LEAKS: list[str] = []  # log lines that contained a secret (with the secret masked)
+LINES_CHECKED = [0]
 
 
 def leaked_secrets(lines: list[str], secrets: set[str]) -> list[str]:
@@ -57,25 +53,32 @@ def leaked_secrets(lines: list[str], secrets: set[str]) -> list[str]:
     return sorted(s for s in secrets if any(s in line for line in lines))
 
 
+class _SecretCheck(logging.Handler):
+    """Checks each formatted record as it is emitted; keeps only offending lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = self.format(record)
+        LINES_CHECKED[0] += 1
+        secrets = {API_KEY, OPENAI_KEY, CLAUDE_KEY} | aiclient_log.secrets()
+        for secret in leaked_secrets([line], set(secrets)):
+            LEAKS.append(line.replace(secret, f"<{len(secret)}-char secret>"))
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    recorder = _Recorder(logging.DEBUG)
-    recorder.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    check = _SecretCheck(logging.DEBUG)
+    check.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
     for name in ("aiclient", "aiohttp"):
-        logging.getLogger(name).addHandler(recorder)
+        logging.getLogger(name).addHandler(check)
     logging.getLogger("aiclient").setLevel(logging.DEBUG)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run if any configured secret reached any log line of any test."""
-    secrets = {API_KEY, OPENAI_KEY, CLAUDE_KEY} | set(aiclient_log.secrets())
-    leaked = leaked_secrets(LOG_LINES, secrets)
-    if leaked and LOG_LINES:
+    if LEAKS:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             reporter.write_line(
-                f"SECRETS IN LOGS: {len(leaked)} secret(s) appeared in "
-                f"log lines of this run",
-                red=True,
+                f"SECRETS IN LOGS ({len(LEAKS)} lines), e.g.: {LEAKS[0]}", red=True
             )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

@@ -344,3 +344,17 @@ async def test_client_disconnect_mid_stream_closes_the_upstream_at_once(
             break
         await asyncio.sleep(0.02)
     assert (a.in_flight, a.error_count, a.usage_count) == (0, 0, 0)
+
+
+async def test_stream_request_answered_with_json_fails_over(
+    two: Proxy, fake_openai: FakeOpenAI, fake_openai_2: FakeOpenAI
+) -> None:
+    """An upstream that ignores `stream: true` is not relayed as a broken stream."""
+    fake_openai.reply_json({"id": "x", "object": "chat.completion", "choices": []})
+    async with client(two) as c:
+        stream = await c.chat.completions.create(**CHAT, stream=True)  # type: ignore[call-overload]
+        text = "".join(
+            [ch.choices[0].delta.content or "" async for ch in stream if ch.choices]
+        )
+    assert text == fake_openai_2.default_text
+    assert state(two, "first").error_count == 1
