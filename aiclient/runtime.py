@@ -12,6 +12,7 @@ from .config import Settings
 from .pool import ProviderPool
 from .pool.schema import TYPE_SPECS
 from .pool.writer import PoolWriter
+from .prompts import Prompts
 from .protocols import ApiProtocol
 from .relay import Call, Relay
 
@@ -38,6 +39,7 @@ class Runtime:
     relay: Relay | None = None
     writer: PoolWriter | None = None
     demo_url: str | None = None
+    prompts: Prompts | None = None
     started: float = field(default_factory=time.time)
 
     def default_provider(self, client: ApiProtocol | None = None) -> str | None:

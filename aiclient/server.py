@@ -32,6 +32,7 @@ from .errors import (
 from .log import register_secrets
 from .pool import ProviderPool
 from .pool.writer import PoolWriter
+from .prompts import Prompts
 from .protocols import ApiProtocol
 from .protocols.errors import render_error
 from .relay import Relay
@@ -198,7 +199,8 @@ def build_app(settings: Settings, setup: PoolSetup) -> web.Application:
     """Assemble the application for `settings` and the pool `setup` describes."""
     pool = ProviderPool(max_error_count=settings.max_error_count)
     pool.load(setup.nodes)
-    runtime = Runtime(settings, pool, setup)
+    prompts = Prompts(settings)
+    runtime = Runtime(settings, pool, setup, prompts=prompts)
     register_secrets(settings.secrets())
     for node in setup.nodes:
         register_secrets(v for k, v in node.settings.items() if _is_secret_key(k))
@@ -208,6 +210,7 @@ def build_app(settings: Settings, setup: PoolSetup) -> web.Application:
     )
     app[RUNTIME] = runtime
     app.cleanup_ctx.append(_lifecycle(runtime))
+    app.cleanup_ctx.append(prompts.context)
     endpoints.add_routes(app)
     return app
 
