@@ -315,11 +315,30 @@ async def _model_list(
     return model_list.ids, raw, provider.protocol
 
 
+def models_protocol(headers: Mapping[str, str]) -> ApiProtocol:
+    """Who is asking `GET /v1/models` (shared by three protocols): Anthropic's SDK sends
+    `anthropic-version`, Google's SDKs `x-goog-api-client`; anyone else gets OpenAI's."""
+    if "anthropic-version" in headers:
+        return ApiProtocol.CLAUDE
+    if "x-goog-api-client" in headers:
+        return ApiProtocol.GEMINI
+    return ApiProtocol.OPENAI
+
+
 async def models(request: web.Request) -> web.StreamResponse:
-    client = (
-        ApiProtocol.CLAUDE if "anthropic-version" in request.headers else ApiProtocol.OPENAI
-    )
-    return await _models_response(request, client)
+    return await _models_response(request, models_protocol(request.headers))
+
+
+async def model(request: web.Request) -> web.StreamResponse:
+    """GET /v1/models/{model}: one model, in the asking client's shape."""
+    client = models_protocol(request.headers)
+    wanted = request.match_info["tail"].removeprefix("models/")
+    ids, _, upstream = await _model_list(request, client)
+    if wanted not in ids:
+        raise ModelNotFound(f"The model {wanted!r} does not exist")
+    data = render_model_list(client, [wanted], owned_by=_OWNERS[upstream], created=0)
+    item = data["models" if client is ApiProtocol.GEMINI else "data"][0]
+    return web.Response(body=orjson.dumps(item), content_type="application/json")
 
 
 async def gemini_models(request: web.Request) -> web.StreamResponse:
@@ -371,6 +390,8 @@ def add_routes(app: web.Application) -> None:
         router.add_post(prefix + "/v1/messages", messages)
         router.add_get(prefix + "/v1/models", models)
         router.add_post(prefix + "/v1/messages/count_tokens", count_tokens)
+        router.add_get(prefix + "/v1/models/{tail}", model)
+        router.add_post(prefix + "/v1/models/{tail}", gemini_method)  # Gemini's v1 paths
         router.add_post(prefix + "/v1beta/models/{tail}", gemini_method)
         router.add_get(prefix + "/v1beta/models", gemini_models)
         router.add_get(prefix + "/v1beta/models/{tail}", gemini_model)

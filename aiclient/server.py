@@ -21,6 +21,7 @@ from . import endpoints
 from .bootstrap import PoolSetup
 from .config import Settings
 from .demo import DemoUpstream, demo_nodes
+from .endpoints import models_protocol
 from .errors import (
     AiclientError,
     ClientError,
@@ -49,13 +50,11 @@ _UNAUTHORIZED = "Unauthorized: API key is invalid or missing."
 
 def _client_protocol(request: web.Request) -> ApiProtocol | None:
     path = request.path
-    if path.endswith("/v1/messages"):
+    if path.endswith(("/v1/messages", "/v1/messages/count_tokens")):
         return ApiProtocol.CLAUDE
-    if "/v1beta/" in path:
+    if "/v1beta/" in path or (":" in path and "/v1/models/" in path):
         return ApiProtocol.GEMINI
-    if path.endswith("/v1/models") and "anthropic-version" in request.headers:
-        return ApiProtocol.CLAUDE
-    return ApiProtocol.OPENAI
+    return models_protocol(request.headers)
 
 
 def _authorized(request: web.Request, key: bytes) -> bool:
