@@ -29,8 +29,10 @@ def _wire(items: list[SSEEvent], newline: str, comments: bool) -> bytes:
             out.append(": keep-alive" + newline)
         if item.event is not None:
             out.append(f"event: {item.event}{newline}")
-        out += [f"data:{' ' if i % 2 == 0 else ''}{line}{newline}" for i, line in
-                enumerate(item.data.split("\n"))]  # fmt: skip
+        for i, line in enumerate(item.data.split("\n")):
+            # "data:x" and "data: x" mean the same unless x itself starts with a space
+            space = " " if i % 2 == 0 or line.startswith(" ") else ""
+            out.append(f"data:{space}{line}{newline}")
         out.append("id: 7" + newline + newline)
     return "".join(out).encode()
 
