@@ -20,6 +20,7 @@ Tool names must start with a letter or `_` and use [a-zA-Z0-9_.:-]; others are r
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import deque
 from typing import Any
@@ -55,13 +56,18 @@ _CAMEL = re.compile(r"(?<!^)([A-Z])")
 EFFORT_BUDGETS = {"none": 0, "minimal": 512, "low": 2048, "medium": 8192, "high": 24576}
 
 
+@functools.cache
+def _snake(key: str) -> str:
+    return _CAMEL.sub(r"_\1", key).lower()
+
+
 def get(obj: Any, key: str) -> Any:
     """`obj[key]` in camelCase or its snake_case spelling (both are valid input)."""
     if not isinstance(obj, dict):
         return None
     value = obj.get(key)
     if value is None:
-        value = obj.get(_CAMEL.sub(r"_\1", key).lower())
+        value = obj.get(_snake(key))
     return value
 
 
