@@ -283,15 +283,7 @@ class Relay:
                     await sink.write(chunk)
                 drained = True
             except UpstreamError as exc:
-                lease.failure(exc.message)
-                logger.warning(
-                    "%s instance %s broke mid-stream: %s",
-                    call.provider_type,
-                    lease.node.label,
-                    exc.message,
-                )
-                await sink.write(stream_error_event(protocol, exc))
-                await sink.finish()
+                await _broke(call, lease, sink, exc, stream_error_event(protocol, exc))
                 return
             if upstream_error:
                 lease.failure("in-band error event")
@@ -405,15 +397,7 @@ class Relay:
                     tail = pipeline.close()
                 drained = True
             except UpstreamError as exc:
-                lease.failure(exc.message)
-                logger.warning(
-                    "%s instance %s broke mid-stream: %s",
-                    call.provider_type,
-                    lease.node.label,
-                    exc.message,
-                )
-                await sink.write(pipeline.error_bytes(exc))
-                await sink.finish()
+                await _broke(call, lease, sink, exc, pipeline.error_bytes(exc))
                 return
             if tail:
                 await sink.write(tail)
@@ -438,6 +422,21 @@ class Relay:
             return models, provider
 
         return await self._with_failover(call, attempt)
+
+
+async def _broke(
+    call: Call, lease: Lease, sink: ResponseSink, exc: UpstreamError, error: bytes
+) -> None:
+    """A stream that broke after the client's response started: in-band error, end."""
+    lease.failure(exc.message)
+    logger.warning(
+        "%s instance %s broke mid-stream: %s",
+        call.provider_type,
+        lease.node.label,
+        exc.message,
+    )
+    await sink.write(error)
+    await sink.finish()
 
 
 def _convert_answer(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import orjson
@@ -20,6 +20,7 @@ from ..canonical import (
     ChatRequest,
     ChatResponse,
     MediaPart,
+    StopReason,
     StreamEvent,
 )
 from ..errors import InvalidRequest, UpstreamHTTPError
@@ -27,11 +28,14 @@ from ..sse import SSEEvent
 
 __all__ = [
     "Codec",
+    "FunctionCodec",
     "JSONObject",
     "StreamDecoder",
     "StreamEncoder",
+    "as_int",
     "dumps",
     "error_event",
+    "mapped_stop",
     "new_id",
     "parse_arguments",
     "parse_data_url",
@@ -69,6 +73,43 @@ class Codec(Protocol):
     def response_from_canonical(self, response: ChatResponse) -> JSONObject: ...
     def stream_decoder(self) -> StreamDecoder: ...
     def stream_encoder(self, request: ChatRequest) -> StreamEncoder: ...
+
+
+class FunctionCodec:
+    """A Codec made of one protocol's module functions and stream classes."""
+
+    def __init__(
+        self,
+        request_to: Callable[..., ChatRequest],
+        request_from: Callable[[ChatRequest], JSONObject],
+        response_to: Callable[[JSONObject], ChatResponse],
+        response_from: Callable[[ChatResponse], JSONObject],
+        decoder: Callable[[], StreamDecoder],
+        encoder: Callable[[ChatRequest], StreamEncoder],
+    ) -> None:
+        self._request_to = request_to
+        self.request_from_canonical = request_from
+        self.response_to_canonical = response_to
+        self.response_from_canonical = response_from
+        self.stream_decoder = decoder
+        self.stream_encoder = encoder
+
+    def request_to_canonical(self, body: JSONObject, *, model: str | None) -> ChatRequest:
+        return self._request_to(body, model=model)
+
+
+def as_int(value: Any) -> int:
+    """A token count from an upstream body: 0 unless it is a real integer."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def mapped_stop(table: Mapping[str, StopReason], value: Any, saw_tool: bool) -> StopReason:
+    """An upstream stop value through `table`; a plain stop with tool calls (how
+    Gemini and some OpenAI-compatible servers report them) is a tool-use stop."""
+    reason = table.get(value, StopReason.END_TURN) if isinstance(value, str) else None
+    if saw_tool and reason in (None, StopReason.END_TURN):
+        return StopReason.TOOL_USE
+    return reason or StopReason.END_TURN
 
 
 def dumps(value: Any) -> str:

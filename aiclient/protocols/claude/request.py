@@ -45,7 +45,12 @@ from ..base import JSONObject, dumps, parse_arguments
 from ..history import normalise_history
 from ..signatures import claude_signature_in, claude_signature_out
 
-__all__ = ["request_from_canonical", "request_to_canonical", "sanitise_id"]
+__all__ = [
+    "request_from_canonical",
+    "request_to_canonical",
+    "sanitise_id",
+    "thinking_part",
+]
 
 _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,128}")
@@ -99,6 +104,16 @@ def _content_parts(content: Any, where: str) -> tuple[ContentPart, ...]:
     return tuple(parts)
 
 
+def thinking_part(block: JSONObject) -> ReasoningPart:
+    """A thinking or redacted_thinking block (request history or answer)."""
+    if block.get("type") == "redacted_thinking":
+        return ReasoningPart(text="", redacted=str(block.get("data") or ""))
+    return ReasoningPart(
+        text=str(block.get("thinking") or ""),
+        signature=claude_signature_in(block.get("signature")),
+    )
+
+
 def _part(block: JSONObject, where: str, names: dict[str, str]) -> Part | None:
     kind = block.get("type")
     if kind == "text":
@@ -127,13 +142,8 @@ def _part(block: JSONObject, where: str, names: dict[str, str]) -> Part | None:
             content=_content_parts(block.get("content"), f"{where}.content"),
             is_error=block.get("is_error") is True,
         )
-    if kind == "thinking":
-        return ReasoningPart(
-            text=str(block.get("thinking") or ""),
-            signature=claude_signature_in(block.get("signature")),
-        )
-    if kind == "redacted_thinking":
-        return ReasoningPart(text="", redacted=str(block.get("data") or ""))
+    if kind in ("thinking", "redacted_thinking"):
+        return thinking_part(block)
     return None  # server-tool artefacts and other blocks without an equivalent
 
 

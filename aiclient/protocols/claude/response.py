@@ -21,9 +21,9 @@ from ...canonical import (
     Usage,
 )
 from ...errors import InvalidRequest
-from ..base import JSONObject, dumps, new_id, parse_arguments
-from ..signatures import claude_signature_in, claude_signature_out
-from .request import sanitise_id
+from ..base import JSONObject, as_int, dumps, mapped_stop, new_id, parse_arguments
+from ..signatures import claude_signature_out
+from .request import sanitise_id, thinking_part
 
 __all__ = [
     "claude_stop_reason",
@@ -53,18 +53,11 @@ _CLAUDE_STOP = {
 
 
 def stop_reason(value: Any, saw_tool: bool) -> StopReason:
-    reason = _STOP.get(value, StopReason.END_TURN) if isinstance(value, str) else None
-    if saw_tool and reason in (None, StopReason.END_TURN):
-        return StopReason.TOOL_USE
-    return reason or StopReason.END_TURN
+    return mapped_stop(_STOP, value, saw_tool)
 
 
 def claude_stop_reason(reason: StopReason) -> str:
     return _CLAUDE_STOP[reason]
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def usage_to_canonical(usage: Any, base: Usage | None = None) -> Usage | None:
@@ -74,17 +67,17 @@ def usage_to_canonical(usage: Any, base: Usage | None = None) -> Usage | None:
     base = base or Usage()
     read = usage.get("cache_read_input_tokens")
     write = usage.get("cache_creation_input_tokens")
-    cache_read = _int(read) if read is not None else base.cache_read
-    cache_write = _int(write) if write is not None else base.cache_write
+    cache_read = as_int(read) if read is not None else base.cache_read
+    cache_write = as_int(write) if write is not None else base.cache_write
     fresh = usage.get("input_tokens")
     if fresh is not None:
-        input_tokens = _int(fresh) + cache_read + cache_write
+        input_tokens = as_int(fresh) + cache_read + cache_write
     else:
         input_tokens = base.input_tokens
     output = usage.get("output_tokens")
     return Usage(
         input_tokens=input_tokens,
-        output_tokens=_int(output) if output is not None else base.output_tokens,
+        output_tokens=as_int(output) if output is not None else base.output_tokens,
         cache_read=cache_read,
         cache_write=cache_write,
         reasoning=base.reasoning,
@@ -108,13 +101,8 @@ def _part(block: Any) -> Part | None:
     kind = block.get("type")
     if kind == "text" and isinstance(block.get("text"), str):
         return TextPart(text=block["text"])
-    if kind == "thinking":
-        return ReasoningPart(
-            text=str(block.get("thinking") or ""),
-            signature=claude_signature_in(block.get("signature")),
-        )
-    if kind == "redacted_thinking":
-        return ReasoningPart(text="", redacted=str(block.get("data") or ""))
+    if kind in ("thinking", "redacted_thinking"):
+        return thinking_part(block)
     if kind == "tool_use":
         return ToolCallPart(
             id=str(block.get("id") or new_id("toolu_")),

@@ -23,7 +23,7 @@ from ...canonical import (
     Usage,
 )
 from ...errors import InvalidRequest
-from ..base import JSONObject, dumps, new_id, parse_arguments
+from ..base import JSONObject, as_int, dumps, new_id, parse_arguments
 from ..signatures import gemini_signature_in, gemini_signature_out
 from .request import get
 
@@ -72,19 +72,15 @@ def finish_reason(reason: StopReason) -> str:
     return _FINISH[reason]
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def usage_to_canonical(meta: Any) -> Usage | None:
     if not isinstance(meta, dict):
         return None
     thoughts = get(meta, "thoughtsTokenCount")
     return Usage(
-        input_tokens=_int(get(meta, "promptTokenCount"))
-        + _int(get(meta, "toolUsePromptTokenCount")),
-        output_tokens=_int(get(meta, "candidatesTokenCount")) + _int(thoughts),
-        cache_read=_int(get(meta, "cachedContentTokenCount")),
+        input_tokens=as_int(get(meta, "promptTokenCount"))
+        + as_int(get(meta, "toolUsePromptTokenCount")),
+        output_tokens=as_int(get(meta, "candidatesTokenCount")) + as_int(thoughts),
+        cache_read=as_int(get(meta, "cachedContentTokenCount")),
         reasoning=thoughts if isinstance(thoughts, int) else None,
     )
 

@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-from ...canonical import ChatRequest, ChatResponse
-from ..base import JSONObject
+from ..base import FunctionCodec
 from . import request, response
 from .stream import OpenAIStreamDecoder, OpenAIStreamEncoder
 
-__all__ = ["CODEC", "OpenAICodec"]
+__all__ = ["CODEC"]
 
-
-class OpenAICodec:
-    def request_to_canonical(self, body: JSONObject, *, model: str | None) -> ChatRequest:
-        return request.request_to_canonical(body, model=model)
-
-    def request_from_canonical(self, req: ChatRequest) -> JSONObject:
-        return request.request_from_canonical(req)
-
-    def response_to_canonical(self, body: JSONObject) -> ChatResponse:
-        return response.response_to_canonical(body)
-
-    def response_from_canonical(self, resp: ChatResponse) -> JSONObject:
-        return response.response_from_canonical(resp)
-
-    def stream_decoder(self) -> OpenAIStreamDecoder:
-        return OpenAIStreamDecoder()
-
-    def stream_encoder(self, req: ChatRequest) -> OpenAIStreamEncoder:
-        return OpenAIStreamEncoder(req)
-
-
-CODEC = OpenAICodec()
+CODEC = FunctionCodec(
+    request.request_to_canonical,
+    request.request_from_canonical,
+    response.response_to_canonical,
+    response.response_from_canonical,
+    OpenAIStreamDecoder,
+    OpenAIStreamEncoder,
+)

@@ -40,6 +40,7 @@ from ...canonical import (
 from ...errors import InvalidRequest, UnsupportedConversion
 from ..base import JSONObject, dumps, new_id, parse_data_url, to_data_url
 from ..history import result_text
+from .response import assistant_message
 
 __all__ = ["request_from_canonical", "request_to_canonical"]
 
@@ -328,23 +329,6 @@ def _content(parts: list[ContentPart], where: str) -> str | list[JSONObject]:
     return [_content_part(p, where) for p in parts]
 
 
-def _assistant(message: Message) -> JSONObject:
-    text = "".join(p.text for p in message.parts if isinstance(p, TextPart))
-    calls = [
-        {
-            "id": p.id,
-            "type": "function",
-            "function": {"name": p.name, "arguments": p.arguments or "{}"},
-        }
-        for p in message.parts
-        if isinstance(p, ToolCallPart)
-    ]
-    out: JSONObject = {"role": "assistant", "content": text or (None if calls else "")}
-    if calls:
-        out["tool_calls"] = calls
-    return out
-
-
 def _user(message: Message, i: int) -> list[JSONObject]:
     out: list[JSONObject] = []
     attached: list[ContentPart] = []
@@ -383,7 +367,7 @@ def _messages_out(request: ChatRequest) -> list[JSONObject]:
             text = "\n\n".join(p.text for p in message.parts if isinstance(p, TextPart))
             out.append({"role": "system", "content": text})
         elif message.role is Role.ASSISTANT:
-            out.append(_assistant(message))
+            out.append(assistant_message(message.parts))
         else:
             out += _user(message, i)
     return out

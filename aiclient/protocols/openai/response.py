@@ -20,9 +20,10 @@ from ...canonical import (
     Usage,
 )
 from ...errors import InvalidRequest
-from ..base import JSONObject, new_id
+from ..base import JSONObject, as_int, mapped_stop, new_id
 
 __all__ = [
+    "assistant_message",
     "finish_reason",
     "response_from_canonical",
     "response_to_canonical",
@@ -48,18 +49,11 @@ _FINISH = {
 
 
 def stop_reason(finish: Any, saw_tool: bool) -> StopReason:
-    reason = _STOP.get(finish, StopReason.END_TURN) if isinstance(finish, str) else None
-    if saw_tool and reason in (None, StopReason.END_TURN):
-        return StopReason.TOOL_USE
-    return reason or StopReason.END_TURN
+    return mapped_stop(_STOP, finish, saw_tool)
 
 
 def finish_reason(reason: StopReason) -> str:
     return _FINISH[reason]
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def usage_to_canonical(usage: Any) -> Usage | None:
@@ -69,11 +63,11 @@ def usage_to_canonical(usage: Any) -> Usage | None:
     completion = usage.get("completion_tokens_details") or {}
     reasoning = completion.get("reasoning_tokens") if isinstance(completion, dict) else None
     return Usage(
-        input_tokens=_int(usage.get("prompt_tokens")),
-        output_tokens=_int(usage.get("completion_tokens")),
-        cache_read=_int(prompt.get("cached_tokens")) if isinstance(prompt, dict) else 0,
+        input_tokens=as_int(usage.get("prompt_tokens")),
+        output_tokens=as_int(usage.get("completion_tokens")),
+        cache_read=as_int(prompt.get("cached_tokens")) if isinstance(prompt, dict) else 0,
         cache_write=(
-            _int(prompt.get("cache_write_tokens")) if isinstance(prompt, dict) else 0
+            as_int(prompt.get("cache_write_tokens")) if isinstance(prompt, dict) else 0
         ),
         reasoning=reasoning if isinstance(reasoning, int) else None,
     )
@@ -143,27 +137,30 @@ def completion_id(response_id: str) -> str:
     return response_id if response_id.startswith("chatcmpl-") else "chatcmpl-" + response_id
 
 
-def response_from_canonical(response: ChatResponse) -> JSONObject:
-    text = "".join(p.text for p in response.parts if isinstance(p, TextPart))
-    reasoning = "".join(p.text for p in response.parts if isinstance(p, ReasoningPart))
+def assistant_message(parts: tuple[Part, ...]) -> JSONObject:
+    """An assistant message: its text (null with only tool calls) and its calls."""
+    text = "".join(p.text for p in parts if isinstance(p, TextPart))
     calls = [
         {
             "id": p.id,
             "type": "function",
             "function": {"name": p.name, "arguments": p.arguments or "{}"},
         }
-        for p in response.parts
+        for p in parts
         if isinstance(p, ToolCallPart)
     ]
-    message: JSONObject = {
-        "role": "assistant",
-        "content": text or (None if calls else ""),
-        "refusal": None,
-    }
-    if reasoning:
-        message["reasoning_content"] = reasoning
+    message: JSONObject = {"role": "assistant", "content": text or (None if calls else "")}
     if calls:
         message["tool_calls"] = calls
+    return message
+
+
+def response_from_canonical(response: ChatResponse) -> JSONObject:
+    message = assistant_message(response.parts)
+    message["refusal"] = None
+    reasoning = "".join(p.text for p in response.parts if isinstance(p, ReasoningPart))
+    if reasoning:
+        message["reasoning_content"] = reasoning
     return {
         "id": completion_id(response.id),
         "object": "chat.completion",
