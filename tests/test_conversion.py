@@ -816,3 +816,21 @@ async def test_error_before_the_first_converted_byte_is_an_http_error(
     status, raw, _ = await post(proxy, "claude", "gemini", path, body)
     assert status == 429
     assert json.loads(raw)["error"] == {"type": "rate_limit_error", "message": "Quota"}
+
+
+async def test_converted_streams_are_not_buffered(
+    proxy: Proxy, fake_openai: FakeOpenAI
+) -> None:
+    """The first converted events reach the client while the upstream is still
+    producing the rest."""
+    fake_openai.stream_chunks = 10
+    fake_openai.delay_between_chunks = 0.2
+    path, body = hello("claude", stream=True)
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(
+            f"{proxy.url}/openai-custom{path}", json=body, headers=HEADERS["claude"]
+        )
+        first = await resp.content.readany()
+        resp.close()
+    assert first.startswith(b"event: message_start")
+    assert b"message_stop" not in first
