@@ -2,6 +2,13 @@
 
 Every endpoint is also served under a `/{provider-type}` prefix. Handlers raise
 AiclientError subclasses; the middleware in server.py renders them in the client's shape.
+
+Generation: same protocol on both sides is passthrough (the body goes up as it came,
+plus a default max_tokens for Anthropic and the configured system prompt); otherwise the
+client's codec reads it into the canonical form and the upstream's codec writes it, and
+the relay translates the answer back. Gemini's paths are `/v1beta/models/{model}:{method}`
+(and `/v1/models/...`, google-genai's default), split on the last `:`; a
+streamGenerateContent without `alt=sse` is answered as a streamed JSON array.
 """
 
 from __future__ import annotations
