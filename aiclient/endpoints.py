@@ -2,6 +2,13 @@
 
 Every endpoint is also served under a `/{provider-type}` prefix. Handlers raise
 AiclientError subclasses; the middleware in server.py renders them in the client's shape.
+
+Generation: same protocol on both sides is passthrough (the body goes up as it came,
+plus a default max_tokens for Anthropic and the configured system prompt); otherwise the
+client's codec reads it into the canonical form and the upstream's codec writes it, and
+the relay translates the answer back. Gemini's paths are `/v1beta/models/{model}:{method}`
+(and `/v1/models/...`, google-genai's default), split on the last `:`; a
+streamGenerateContent without `alt=sse` is answered as a streamed JSON array.
 """
 
 from __future__ import annotations
@@ -9,18 +16,28 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from . import __version__
-from .errors import InvalidRequest, UnsupportedFeature
+from .canonical import ChatRequest, TextPart
+from .errors import (
+    AiclientError,
+    InvalidRequest,
+    ModelNotFound,
+    RouteNotFound,
+    UnsupportedFeature,
+)
 from .pool.models import iso_now
+from .prompts import apply_system_prompt, last_message_text
 from .protocols import ApiProtocol
+from .protocols.codecs import CODECS
 from .protocols.models import render_model_list
 from .providers import PROVIDERS, Provider
-from .relay import Call, Relay
+from .relay import Call, Conversion, Relay
 from .routing import resolve_provider_type
 from .runtime import CALL, CORS_HEADERS, RUNTIME, UPSTREAM_PROTOCOL, Runtime
 
@@ -101,40 +118,105 @@ def _target(
     return ptype, provider_cls
 
 
-async def _generate(request: web.Request, client: ApiProtocol) -> web.StreamResponse:
+def _body_model(parsed: dict[str, Any]) -> str:
+    model = parsed.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidRequest("model: required, a non-empty string")
+    return model
+
+
+def _body_stream(parsed: dict[str, Any]) -> bool:
+    stream = parsed.get("stream", False)
+    if not isinstance(stream, bool):
+        raise InvalidRequest("stream: must be true or false")
+    return stream
+
+
+def _canonical(
+    client: ApiProtocol, parsed: dict[str, Any], model: str, path_model: str | None
+) -> ChatRequest:
+    return replace(
+        CODECS[client].request_to_canonical(parsed, model=path_model), model=model
+    )
+
+
+async def _generate(
+    request: web.Request,
+    client: ApiProtocol,
+    *,
+    path_model: str | None = None,
+    stream: bool | None = None,
+    json_array: bool = False,
+) -> web.StreamResponse:
     runtime = _runtime(request)
+    settings = runtime.settings
     body, parsed = await _read_json(request)
     ptype, provider_cls = _target(request, runtime, client)
     upstream = provider_cls.protocol
     request[UPSTREAM_PROTOCOL] = upstream
-    model = parsed.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise InvalidRequest("model: required, a non-empty string")
-    stream = parsed.get("stream", False)
-    if not isinstance(stream, bool):
-        raise InvalidRequest("stream: must be true or false")
-    if upstream is not client:
-        raise UnsupportedFeature(
-            f"{ptype} speaks {_PROTOCOL_NAMES[upstream]}; converting "
-            f"{_PROTOCOL_NAMES[client]} requests to it is not supported yet"
+    model = path_model if path_model is not None else _body_model(parsed)
+    if stream is None:
+        stream = _body_stream(parsed)
+    prompts = runtime.prompts
+    changed = False
+    if prompts is not None and prompts.system_text is not None:
+        parsed = apply_system_prompt(
+            client, parsed, prompts.system_text, settings.system_prompt_mode
         )
-    if client is ApiProtocol.CLAUDE and "max_tokens" not in parsed:
-        parsed["max_tokens"] = runtime.settings.default_max_tokens
-        body = orjson.dumps(parsed)
-    call = Call(client, ptype, model, stream, body, request.headers)
+        changed = True
+    transcript: list[str] | None = None
+    if prompts is not None and prompts.logging:
+        prompts.log("INPUT", last_message_text(client, parsed))
+        transcript = []
+    conversion = None
+    if upstream is client:
+        if client is ApiProtocol.CLAUDE and "max_tokens" not in parsed:
+            parsed["max_tokens"] = settings.default_max_tokens
+            changed = True
+        if changed:
+            body = orjson.dumps(parsed)
+    else:
+        canonical = replace(_canonical(client, parsed, model, path_model), stream=stream)
+        if upstream is ApiProtocol.CLAUDE and canonical.max_tokens is None:
+            canonical = replace(canonical, max_tokens=settings.default_max_tokens)
+        body = orjson.dumps(CODECS[upstream].request_from_canonical(canonical))
+        conversion = Conversion(canonical, upstream)
+    call = Call(
+        client,
+        ptype,
+        model,
+        stream,
+        body,
+        request.headers,
+        conversion=conversion,
+        json_array=json_array,
+        transcript=transcript,
+    )
     request[CALL] = call
     relay = _relay(runtime)
     if stream:
         sink = _StreamSink(request)
         await relay.stream(call, sink)
         assert sink.response is not None
+        if prompts is not None and transcript is not None:
+            prompts.log("OUTPUT", "".join(transcript))
         return sink.response
     reply = await relay.complete(call)
+    if prompts is not None and transcript is not None:
+        prompts.log("OUTPUT", _answer_text(client, reply.body))
     return web.Response(
         status=reply.status,
         body=reply.body,
         headers={"Content-Type": reply.content_type},
     )
+
+
+def _answer_text(client: ApiProtocol, body: bytes) -> str:
+    try:
+        answer = CODECS[client].response_to_canonical(orjson.loads(body))
+    except (orjson.JSONDecodeError, AiclientError, TypeError, KeyError, AttributeError):
+        return ""
+    return "".join(p.text for p in answer.parts if isinstance(p, TextPart))
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -145,25 +227,152 @@ async def messages(request: web.Request) -> web.StreamResponse:
     return await _generate(request, ApiProtocol.CLAUDE)
 
 
-async def models(request: web.Request) -> web.StreamResponse:
+def _gemini_tail(request: web.Request) -> tuple[str, str]:
+    model, colon, method = request.match_info["tail"].rpartition(":")
+    if not colon or not model:
+        raise RouteNotFound("Not Found")
+    return model.removeprefix("models/"), method
+
+
+async def gemini_method(request: web.Request) -> web.StreamResponse:
+    """POST /v1beta/models/{model}:{generateContent|streamGenerateContent|countTokens}."""
+    model, method = _gemini_tail(request)
+    if method == "generateContent":
+        return await _generate(request, ApiProtocol.GEMINI, path_model=model, stream=False)
+    if method == "streamGenerateContent":
+        json_array = request.query.get("alt") != "sse"
+        return await _generate(
+            request,
+            ApiProtocol.GEMINI,
+            path_model=model,
+            stream=True,
+            json_array=json_array,
+        )
+    if method == "countTokens":
+        return await _count(request, ApiProtocol.GEMINI, model)
+    raise RouteNotFound(f"Not Found: unknown method {method!r}")
+
+
+async def count_tokens(request: web.Request) -> web.StreamResponse:
+    """POST /v1/messages/count_tokens."""
+    return await _count(request, ApiProtocol.CLAUDE, None)
+
+
+def _count_body(upstream: ApiProtocol, canonical: ChatRequest) -> dict[str, Any]:
+    body = CODECS[upstream].request_from_canonical(canonical)
+    if upstream is ApiProtocol.GEMINI:
+        return {"generateContentRequest": {"model": f"models/{canonical.model}", **body}}
+    keep = ("model", "messages", "system", "tools", "tool_choice", "thinking")
+    return {k: body[k] for k in keep if k in body}
+
+
+def _count_answer(client: ApiProtocol, upstream: ApiProtocol, raw: bytes) -> bytes:
+    data = orjson.loads(raw)
+    key = "totalTokens" if upstream is ApiProtocol.GEMINI else "input_tokens"
+    tokens = data[key]
+    if not isinstance(tokens, int):
+        raise TypeError(f"{key} is not an integer")
+    if client is ApiProtocol.GEMINI:
+        return orjson.dumps({"totalTokens": tokens})
+    return orjson.dumps({"input_tokens": tokens})
+
+
+async def _count(
+    request: web.Request, client: ApiProtocol, path_model: str | None
+) -> web.StreamResponse:
     runtime = _runtime(request)
-    client = (
-        ApiProtocol.CLAUDE if "anthropic-version" in request.headers else ApiProtocol.OPENAI
+    body, parsed = await _read_json(request)
+    ptype, provider_cls = _target(request, runtime, client)
+    upstream = provider_cls.protocol
+    request[UPSTREAM_PROTOCOL] = upstream
+    if client is ApiProtocol.GEMINI and isinstance(
+        parsed.get("generateContentRequest"), dict
+    ):
+        parsed = parsed["generateContentRequest"]
+    model = path_model if path_model is not None else _body_model(parsed)
+    translate = None
+    if upstream is not client:
+        canonical = _canonical(client, parsed, model, path_model)
+        if upstream is ApiProtocol.CLAUDE:
+            canonical = replace(canonical, max_tokens=runtime.settings.default_max_tokens)
+        body = orjson.dumps(_count_body(upstream, canonical))
+
+        def translate(raw: bytes) -> bytes:
+            return _count_answer(client, upstream, raw)
+
+    call = Call(client, ptype, model, False, body, request.headers)
+    request[CALL] = call
+    reply = await _relay(runtime).count(call, translate)
+    return web.Response(
+        status=reply.status, body=reply.body, headers={"Content-Type": reply.content_type}
     )
+
+
+async def _model_list(
+    request: web.Request, client: ApiProtocol
+) -> tuple[list[str], bytes | None, ApiProtocol]:
+    """The model ids, the raw upstream list when it is already in `client`'s shape, and
+    the upstream's protocol."""
+    runtime = _runtime(request)
     ptype, _ = _target(request, runtime, client)
     call = Call(client, ptype, None, False, b"", request.headers)
     request[CALL] = call
     model_list, provider = await _relay(runtime).list_models(ptype, request.headers)
     call.served_by = provider.node
-    if model_list.raw is not None and provider.protocol is client:
-        return web.Response(body=model_list.raw, content_type="application/json")
+    raw = model_list.raw if provider.protocol is client else None
+    return model_list.ids, raw, provider.protocol
+
+
+def models_protocol(headers: Mapping[str, str]) -> ApiProtocol:
+    """Who is asking `GET /v1/models` (shared by three protocols): Anthropic's SDK sends
+    `anthropic-version`, Google's SDKs `x-goog-api-client`; anyone else gets OpenAI's."""
+    if "anthropic-version" in headers:
+        return ApiProtocol.CLAUDE
+    if "x-goog-api-client" in headers:
+        return ApiProtocol.GEMINI
+    return ApiProtocol.OPENAI
+
+
+async def models(request: web.Request) -> web.StreamResponse:
+    return await _models_response(request, models_protocol(request.headers))
+
+
+async def model(request: web.Request) -> web.StreamResponse:
+    """GET /v1/models/{model}: one model, in the asking client's shape."""
+    client = models_protocol(request.headers)
+    wanted = request.match_info["tail"].removeprefix("models/")
+    ids, _, upstream = await _model_list(request, client)
+    if wanted not in ids:
+        raise ModelNotFound(f"The model {wanted!r} does not exist")
+    data = render_model_list(client, [wanted], owned_by=_OWNERS[upstream], created=0)
+    item = data["models" if client is ApiProtocol.GEMINI else "data"][0]
+    return web.Response(body=orjson.dumps(item), content_type="application/json")
+
+
+async def gemini_models(request: web.Request) -> web.StreamResponse:
+    return await _models_response(request, ApiProtocol.GEMINI)
+
+
+async def _models_response(request: web.Request, client: ApiProtocol) -> web.StreamResponse:
+    ids, raw, upstream = await _model_list(request, client)
+    if raw is not None:
+        return web.Response(body=raw, content_type="application/json")
     data = render_model_list(
-        client,
-        model_list.ids,
-        owned_by=_OWNERS[provider.protocol],
-        created=int(time.time()),
+        client, ids, owned_by=_OWNERS[upstream], created=int(time.time())
     )
     return web.Response(body=orjson.dumps(data), content_type="application/json")
+
+
+async def gemini_model(request: web.Request) -> web.StreamResponse:
+    """GET /v1beta/models/{model}: one entry of the model list, in Gemini's shape."""
+    wanted = request.match_info["tail"].removeprefix("models/")
+    ids, _, _ = await _model_list(request, ApiProtocol.GEMINI)
+    if wanted not in ids:
+        raise ModelNotFound(f"models/{wanted} is not found")
+    data = render_model_list(ApiProtocol.GEMINI, [wanted], owned_by="google", created=0)
+    return web.Response(
+        body=orjson.dumps(data["models"][0]), content_type="application/json"
+    )
 
 
 async def health(request: web.Request) -> web.StreamResponse:
@@ -189,4 +398,10 @@ def add_routes(app: web.Application) -> None:
         router.add_post(prefix + "/v1/chat/completions", chat_completions)
         router.add_post(prefix + "/v1/messages", messages)
         router.add_get(prefix + "/v1/models", models)
+        router.add_post(prefix + "/v1/messages/count_tokens", count_tokens)
+        router.add_get(prefix + "/v1/models/{tail}", model)
+        router.add_post(prefix + "/v1/models/{tail}", gemini_method)  # Gemini's v1 paths
+        router.add_post(prefix + "/v1beta/models/{tail}", gemini_method)
+        router.add_get(prefix + "/v1beta/models", gemini_models)
+        router.add_get(prefix + "/v1beta/models/{tail}", gemini_model)
         router.add_get(prefix + "/health", health)

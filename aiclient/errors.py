@@ -6,8 +6,11 @@
     + InvalidRequest                    400             bad JSON, missing fields, bad header
     + Unauthorized                      401
     + RouteNotFound                     404
+    + ModelNotFound                     404
     + MethodNotAllowed                  405
     + PayloadTooLarge                   413
+    + UnsupportedConversion             400             the target protocol cannot
+                                                        express part of the request
   x UnsupportedFeature                  501     no      a path this build cannot serve yet
   x NoProviderAvailable                 503     no      no usable instance of a type
   x UpstreamError                       502     varies  .node_uuid
@@ -29,10 +32,12 @@ __all__ = [
     "ConfigError",
     "InvalidRequest",
     "MethodNotAllowed",
+    "ModelNotFound",
     "NoProviderAvailable",
     "PayloadTooLarge",
     "RouteNotFound",
     "Unauthorized",
+    "UnsupportedConversion",
     "UnsupportedFeature",
     "UpstreamConnectError",
     "UpstreamError",
@@ -85,6 +90,10 @@ class RouteNotFound(ClientError):
     kind = "not_found_error"
 
 
+class ModelNotFound(RouteNotFound):
+    kind = "model_not_found"
+
+
 class MethodNotAllowed(ClientError):
     status = 405
 
@@ -92,6 +101,13 @@ class MethodNotAllowed(ClientError):
 class PayloadTooLarge(ClientError):
     status = 413
     kind = "request_too_large"
+
+
+class UnsupportedConversion(ClientError):
+    """The request uses something the upstream's protocol cannot express; the message
+    names it. Raised instead of silently dropping what matters."""
+
+    status = 400
 
 
 class UnsupportedFeature(AiclientError):

@@ -5,6 +5,12 @@ answer is read whole from the upstream first, and a stream's first chunk is read
 the client's response starts. After that, a failure becomes the client protocol's
 in-band error event; a stream never ends as if it were complete when it was cut.
 Contains no aiohttp server types: the server hands in a ResponseSink.
+
+A converted call (the client's protocol differs from the upstream's) follows the same
+rules: its non-stream answer is translated inside the attempt (an untranslatable answer
+fails over like a broken one), and its stream goes through a StreamPipeline event by
+event, reading until the first translated bytes exist before the client's response
+starts. Passthrough calls never touch a codec.
 """
 
 from __future__ import annotations
@@ -12,24 +18,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
 import aiohttp
+import orjson
 
+from .canonical import ChatRequest, StreamEvent, TextDelta
 from .config import Settings
 from .errors import (
+    AiclientError,
     NoProviderAvailable,
     UpstreamError,
     UpstreamHTTPError,
     UpstreamProtocolError,
 )
+from .pipeline import Framer, JSONArrayFramer, StreamPipeline, TextTap
 from .pool import Entry, Lease, ProviderNode, ProviderPool
 from .protocols import ApiProtocol
+from .protocols.codecs import CODECS
 from .protocols.errors import stream_error_event
 from .providers import PROVIDERS, ModelList, Provider, UpstreamResponse
 
-__all__ = ["Call", "Relay", "Reply", "ResponseSink"]
+__all__ = ["Call", "Conversion", "Relay", "Reply", "ResponseSink"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +75,21 @@ class ResponseSink(Protocol):
     async def finish(self) -> None: ...
 
 
+JSON_STREAM_HEADERS = {
+    "Content-Type": "application/json",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """A call whose upstream speaks another protocol than its client."""
+
+    request: ChatRequest  # the client's request, canonical
+    upstream: ApiProtocol
+
+
 @dataclass(slots=True)
 class Call:
     """What the relay needs of one client request, already routed."""
@@ -76,6 +102,9 @@ class Call:
     client_headers: Mapping[str, str]
     tried: list[str] = field(default_factory=list)
     served_by: ProviderNode | None = None
+    conversion: Conversion | None = None
+    json_array: bool = False  # a Gemini client streaming without alt=sse
+    transcript: list[str] | None = None  # collects the answer text (prompt log)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,13 +203,18 @@ class Relay:
                 client_headers=call.client_headers,
             )
             body = await up.read()
+            if call.conversion is not None:
+                body = _convert_answer(call.client_protocol, call.conversion, body, lease)
             lease.success()
             return Reply(up.status, body, up.content_type)
 
         return await self._with_failover(call, attempt)
 
     async def stream(self, call: Call, sink: ResponseSink) -> None:
-        """A streaming passthrough: relayed chunk by chunk as it arrives."""
+        """A stream, relayed chunk by chunk as it arrives (translated if need be)."""
+        if call.conversion is not None or call.json_array:
+            await self._stream_converted(call, sink)
+            return
 
         async def attempt(
             lease: Lease, provider: Provider
@@ -191,12 +225,7 @@ class Relay:
                 stream=True,
                 client_headers=call.client_headers,
             )
-            if "event-stream" not in up.content_type:
-                up.close()
-                raise UpstreamProtocolError(
-                    f"the upstream answered a stream request with {up.content_type}",
-                    node_uuid=lease.node.uuid,
-                )
+            _require_event_stream(up, lease)
             chunks = up.chunks()
             try:
                 first = await anext(chunks)
@@ -239,6 +268,10 @@ class Relay:
                 upstream_error = True
             tail = window[-_TAIL:]
 
+        tap = None
+        if call.transcript is not None:
+            tap = TextTap(CODECS[protocol].stream_decoder(), call.transcript)
+            tap.feed(first)
         try:
             await sink.start(SSE_HEADERS)
             scan(first)
@@ -246,18 +279,12 @@ class Relay:
             try:
                 async for chunk in chunks:
                     scan(chunk)
+                    if tap is not None:
+                        tap.feed(chunk)
                     await sink.write(chunk)
                 drained = True
             except UpstreamError as exc:
-                lease.failure(exc.message)
-                logger.warning(
-                    "%s instance %s broke mid-stream: %s",
-                    call.provider_type,
-                    lease.node.label,
-                    exc.message,
-                )
-                await sink.write(stream_error_event(protocol, exc))
-                await sink.finish()
+                await _broke(call, lease, sink, exc, stream_error_event(protocol, exc))
                 return
             if upstream_error:
                 lease.failure("in-band error event")
@@ -285,6 +312,106 @@ class Relay:
             else:
                 up.close()
 
+    async def count(self, call: Call, translate: Callable[[bytes], bytes] | None) -> Reply:
+        """A token count: the upstream's answer, translated for the client if need be."""
+
+        async def attempt(lease: Lease, provider: Provider) -> Reply:
+            up = await provider.count_tokens(
+                call.body, model=call.model or "", client_headers=call.client_headers
+            )
+            body = await up.read()
+            if translate is not None:
+                try:
+                    body = translate(body)
+                except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+                    raise UpstreamProtocolError(
+                        "the upstream token count could not be read",
+                        node_uuid=lease.node.uuid,
+                    ) from exc
+            lease.success()
+            return Reply(up.status, body, up.content_type)
+
+        return await self._with_failover(call, attempt)
+
+    def _pipeline(self, call: Call) -> StreamPipeline:
+        framer = JSONArrayFramer() if call.json_array else Framer()
+        conversion = call.conversion
+        if conversion is None:
+            return StreamPipeline(call.client_protocol, framer)
+        transcript = call.transcript
+
+        def on_event(event: StreamEvent) -> None:
+            if transcript is not None and isinstance(event, TextDelta):
+                transcript.append(event.text)
+
+        return StreamPipeline(
+            call.client_protocol,
+            framer,
+            CODECS[conversion.upstream].stream_decoder(),
+            CODECS[call.client_protocol].stream_encoder(conversion.request),
+            on_event if transcript is not None else None,
+        )
+
+    async def _stream_converted(self, call: Call, sink: ResponseSink) -> None:
+        async def attempt(
+            lease: Lease, provider: Provider
+        ) -> tuple[
+            Lease, UpstreamResponse, AsyncIterator[bytes] | None, StreamPipeline, bytes
+        ]:
+            up = await provider.send(
+                call.body,
+                model=call.model or "",
+                stream=True,
+                client_headers=call.client_headers,
+            )
+            _require_event_stream(up, lease)
+            pipeline = self._pipeline(call)
+            chunks = up.chunks()
+            first = b""
+            try:
+                while not first:
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        return lease, up, None, pipeline, pipeline.close()
+                    first = pipeline.feed(chunk)
+            except UpstreamError as exc:
+                up.close()
+                exc.node_uuid = exc.node_uuid or lease.node.uuid
+                raise
+            except BaseException:
+                up.close()
+                raise
+            return lease, up, chunks, pipeline, first
+
+        lease, up, chunks, pipeline, first = await self._with_failover(call, attempt)
+        drained = False
+        try:
+            await sink.start(JSON_STREAM_HEADERS if call.json_array else SSE_HEADERS)
+            await sink.write(first)
+            tail = b""
+            try:
+                if chunks is not None:  # else the whole stream came with the first bytes
+                    async for chunk in chunks:
+                        out = pipeline.feed(chunk)
+                        if out:
+                            await sink.write(out)
+                    tail = pipeline.close()
+                drained = True
+            except UpstreamError as exc:
+                await _broke(call, lease, sink, exc, pipeline.error_bytes(exc))
+                return
+            if tail:
+                await sink.write(tail)
+            lease.success()
+            await sink.finish()
+        finally:
+            lease.release()
+            if drained:
+                up.release()
+            else:
+                up.close()
+
     async def list_models(
         self, provider_type: str, client_headers: Mapping[str, str]
     ) -> tuple[ModelList, Provider]:
@@ -292,8 +419,57 @@ class Relay:
         call = Call(ApiProtocol.OPENAI, provider_type, None, False, b"", client_headers)
 
         async def attempt(lease: Lease, provider: Provider) -> tuple[ModelList, Provider]:
-            models = await provider.list_models(client_headers)
+            models = await provider.models(client_headers)
             lease.release()
             return models, provider
 
         return await self._with_failover(call, attempt)
+
+
+async def _broke(
+    call: Call, lease: Lease, sink: ResponseSink, exc: UpstreamError, error: bytes
+) -> None:
+    """A stream that broke after the client's response started: in-band error, end."""
+    lease.failure(exc.message)
+    logger.warning(
+        "%s instance %s broke mid-stream: %s",
+        call.provider_type,
+        lease.node.label,
+        exc.message,
+    )
+    await sink.write(error)
+    await sink.finish()
+
+
+def _convert_answer(
+    client: ApiProtocol, conversion: Conversion, body: bytes, lease: Lease
+) -> bytes:
+    """A whole upstream answer in the client's protocol; UpstreamProtocolError when it
+    cannot be read (so the call fails over like any broken answer)."""
+    try:
+        parsed = orjson.loads(body)
+        if not isinstance(parsed, dict):
+            raise TypeError("not an object")
+        answer = CODECS[conversion.upstream].response_to_canonical(parsed)
+    except (
+        orjson.JSONDecodeError,
+        AiclientError,
+        TypeError,
+        KeyError,
+        AttributeError,
+    ) as exc:
+        raise UpstreamProtocolError(
+            "the upstream answer could not be read", node_uuid=lease.node.uuid
+        ) from exc
+    answer = replace(answer, model=conversion.request.model)
+    return orjson.dumps(CODECS[client].response_from_canonical(answer))
+
+
+def _require_event_stream(up: UpstreamResponse, lease: Lease) -> None:
+    """A stream request answered with anything but SSE is a failure to fail over from."""
+    if "event-stream" not in up.content_type:
+        up.close()
+        raise UpstreamProtocolError(
+            f"the upstream answered a stream request with {up.content_type}",
+            node_uuid=lease.node.uuid,
+        )

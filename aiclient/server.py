@@ -21,6 +21,7 @@ from . import endpoints, observe
 from .bootstrap import PoolSetup
 from .config import Settings
 from .demo import DemoUpstream, demo_nodes
+from .endpoints import models_protocol
 from .errors import (
     AiclientError,
     ClientError,
@@ -34,6 +35,7 @@ from .metrics import Metrics
 from .pool import ProviderPool
 from .pool.models import ProviderNode
 from .pool.writer import PoolWriter, watch_folder
+from .prompts import Prompts
 from .protocols import ApiProtocol
 from .protocols.errors import render_error
 from .relay import Relay
@@ -50,13 +52,11 @@ _UNAUTHORIZED = "Unauthorized: API key is invalid or missing."
 
 def _client_protocol(request: web.Request) -> ApiProtocol | None:
     path = request.path
-    if path.endswith("/v1/messages"):
+    if path.endswith(("/v1/messages", "/v1/messages/count_tokens")):
         return ApiProtocol.CLAUDE
-    if "/v1beta/" in path:
+    if "/v1beta/" in path or (":" in path and "/v1/models/" in path):
         return ApiProtocol.GEMINI
-    if path.endswith("/v1/models") and "anthropic-version" in request.headers:
-        return ApiProtocol.CLAUDE
-    return ApiProtocol.OPENAI
+    return models_protocol(request.headers)
 
 
 def _authorized(request: web.Request, key: bytes) -> bool:
@@ -231,7 +231,8 @@ def build_app(settings: Settings, setup: PoolSetup) -> web.Application:
     pool = ProviderPool(max_error_count=settings.max_error_count)
     pool.load(setup.nodes)
     metrics = Metrics(pool)
-    runtime = Runtime(settings, pool, setup, metrics)
+    prompts = Prompts(settings)
+    runtime = Runtime(settings, pool, setup, metrics, prompts=prompts)
     metrics.paused = lambda: runtime.writer is not None and runtime.writer.paused
     register_secrets(settings.secrets())
     _register_node_secrets(setup.nodes)
@@ -241,6 +242,7 @@ def build_app(settings: Settings, setup: PoolSetup) -> web.Application:
     )
     app[RUNTIME] = runtime
     app.cleanup_ctx.append(_lifecycle(runtime))
+    app.cleanup_ctx.append(prompts.context)
     endpoints.add_routes(app)
     observe.add_routes(app)
     return app

@@ -20,11 +20,12 @@ from aiclient.bootstrap import open_pools
 from aiclient.config import Settings
 from aiclient.runtime import RUNTIME, Runtime
 from aiclient.server import build_app
-from tests.fakes import FakeClaude, FakeOpenAI
+from tests.fakes import FakeClaude, FakeGemini, FakeOpenAI
 
 API_KEY = "test-client-key"
 OPENAI_KEY = "sk-test"
 CLAUDE_KEY = "sk-ant-test"
+GEMINI_KEY = "gm-test"
 
 _DIRTY_ENV = (
     "HTTP_PROXY",
@@ -118,6 +119,12 @@ async def fake_claude() -> AsyncIterator[FakeClaude]:
         yield fake
 
 
+@pytest.fixture
+async def fake_gemini() -> AsyncIterator[FakeGemini]:
+    async with FakeGemini() as fake:
+        yield fake
+
+
 def openai_instance(fake: FakeOpenAI, uuid: str, **extra: Any) -> dict[str, Any]:
     return {
         "OPENAI_API_KEY": OPENAI_KEY,
@@ -132,6 +139,15 @@ def claude_instance(fake: FakeClaude, uuid: str, **extra: Any) -> dict[str, Any]
     return {
         "CLAUDE_API_KEY": CLAUDE_KEY,
         "CLAUDE_BASE_URL": f"{fake.base_url}/v1",
+        "uuid": uuid,
+        **extra,
+    }
+
+
+def gemini_instance(fake: FakeGemini, uuid: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "GEMINI_API_KEY": GEMINI_KEY,
+        "GEMINI_BASE_URL": f"{fake.base_url}/v1beta",
         "uuid": uuid,
         **extra,
     }

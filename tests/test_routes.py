@@ -198,7 +198,7 @@ async def test_missing_model_is_400(proxy: Proxy) -> None:
     assert "model" in body["error"]["message"]
 
 
-async def test_cross_protocol_is_a_clear_error_until_conversion(
+async def test_cross_protocol_requests_are_converted(
     proxy: Proxy, fake_openai: FakeOpenAI
 ) -> None:
     status, body, _ = await call(
@@ -208,10 +208,10 @@ async def test_cross_protocol_is_a_clear_error_until_conversion(
         headers={"x-api-key": API_KEY, "model-provider": "openai-custom"},
         json=MESSAGES,
     )
-    assert status == 501
-    assert body["type"] == "error"
-    assert "openai-custom" in body["error"]["message"]
-    assert fake_openai.hits == 0
+    assert status == 200
+    assert body["type"] == "message"
+    assert body["content"] == [{"type": "text", "text": fake_openai.default_text}]
+    assert fake_openai.hits == 1
 
 
 async def test_models_in_openai_and_anthropic_shapes(

@@ -1,6 +1,12 @@
 """Wire protocols (OpenAI Chat Completions, Anthropic Messages, Gemini generateContent).
 
-Pure, sans-I/O code only: no aiohttp, no files, no clock.
+Pure, sans-I/O code only: no aiohttp, no files. (The one clock read is OpenAI's
+`created` timestamp, which has no source in the other protocols.)
+
+Layout: base.py (codec interfaces, shared helpers), history.py (the turn rules of the
+strict targets), signatures.py (carrying signatures across vendors), one package per
+protocol (request / response / stream halves), codecs.py (the registry), errors.py and
+models.py (error bodies and model lists in each protocol's shape).
 """
 
 from __future__ import annotations

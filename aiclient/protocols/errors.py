@@ -13,9 +13,16 @@ from typing import Any
 import orjson
 
 from ..errors import AiclientError, UpstreamHTTPError
+from ..sse import SSEEvent, encode_sse
 from . import ApiProtocol
 
-__all__ = ["ErrorReply", "render_error", "stream_error_event", "upstream_message"]
+__all__ = [
+    "ErrorReply",
+    "error_payload",
+    "render_error",
+    "stream_error_event",
+    "upstream_message",
+]
 
 _OPENAI_TYPES = {
     400: "invalid_request_error",
@@ -132,11 +139,14 @@ def render_error(
     return ErrorReply(status, body, headers)
 
 
+def error_payload(protocol: ApiProtocol | None, err: AiclientError) -> SSEEvent:
+    """The in-band error event that ends a stream which already started."""
+    status = _client_status(protocol, err.http_status if err.http_status >= 400 else 500)
+    message = upstream_message(err) if isinstance(err, UpstreamHTTPError) else err.message
+    payload = orjson.dumps(_error_object(protocol, status, err.kind, message)).decode()
+    return SSEEvent("error" if protocol is ApiProtocol.CLAUDE else None, payload)
+
+
 def stream_error_event(protocol: ApiProtocol | None, err: AiclientError) -> bytes:
     """The in-band SSE error event that ends a stream which already started."""
-    status = err.http_status if err.http_status >= 400 else 500
-    message = upstream_message(err) if isinstance(err, UpstreamHTTPError) else err.message
-    payload = orjson.dumps(_error_object(protocol, status, err.kind, message))
-    if protocol is ApiProtocol.CLAUDE:
-        return b"event: error\ndata: " + payload + b"\n\n"
-    return b"data: " + payload + b"\n\n"
+    return encode_sse(error_payload(protocol, err))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .base import ModelList, Provider, UpstreamResponse
 from .claude import ClaudeProvider
+from .gemini import GeminiProvider
 from .openai import OpenAIProvider
 
 __all__ = ["PROVIDERS", "ModelList", "Provider", "UpstreamResponse"]
@@ -11,4 +12,5 @@ __all__ = ["PROVIDERS", "ModelList", "Provider", "UpstreamResponse"]
 PROVIDERS: dict[str, type[Provider]] = {
     OpenAIProvider.type_name: OpenAIProvider,
     ClaudeProvider.type_name: ClaudeProvider,
+    GeminiProvider.type_name: GeminiProvider,
 }

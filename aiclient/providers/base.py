@@ -19,6 +19,7 @@ import aiohttp
 
 from ..config import Settings
 from ..errors import (
+    UnsupportedFeature,
     UpstreamConnectError,
     UpstreamError,
     UpstreamHTTPError,
@@ -202,6 +203,29 @@ class Provider:
                 retry_after=_retry_after(resp.headers),
             )
         return UpstreamResponse(resp, uid)
+
+    def count_url(self, model: str) -> str | None:
+        """The upstream's token-counting endpoint, if it has one."""
+        return None
+
+    async def count_tokens(
+        self, body: bytes, *, model: str, client_headers: Mapping[str, str]
+    ) -> UpstreamResponse:
+        """POST a token-count request in this provider's protocol. Raises
+        UnsupportedFeature when the upstream cannot count, else as `send`."""
+        url = self.count_url(model)
+        if url is None:
+            raise UnsupportedFeature(
+                f"{self.type_name} has no token-counting endpoint to answer this"
+            )
+        return await self._request("POST", url, body, self.headers(client_headers))
+
+    async def models(self, client_headers: Mapping[str, str]) -> ModelList:
+        """The instance's configured `supportedModels`, else the upstream's list."""
+        configured = self.node.settings.get("supportedModels")
+        if isinstance(configured, list) and configured:
+            return ModelList([str(m) for m in configured])
+        return await self.list_models(client_headers)
 
     async def list_models(self, client_headers: Mapping[str, str]) -> ModelList:
         """The upstream's models; raises UpstreamError when it cannot answer."""

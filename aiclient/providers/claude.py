@@ -38,6 +38,9 @@ class ClaudeProvider(Provider):
     def url(self, model: str, stream: bool) -> str:
         return self.base + "/messages"
 
+    def count_url(self, model: str) -> str | None:
+        return self.base + "/messages/count_tokens"
+
     def headers(self, client_headers: Mapping[str, str]) -> dict[str, str]:
         headers = {
             "x-api-key": self.setting("CLAUDE_API_KEY") or "",

@@ -2,7 +2,15 @@
 
 from .claude import FakeClaude
 from .common import RecordedRequest, SSEEvent
+from .gemini import FakeGemini
 from .openai import FakeOpenAI
 from .upstream import FakeUpstream
 
-__all__ = ["FakeClaude", "FakeOpenAI", "FakeUpstream", "RecordedRequest", "SSEEvent"]
+__all__ = [
+    "FakeClaude",
+    "FakeGemini",
+    "FakeOpenAI",
+    "FakeUpstream",
+    "RecordedRequest",
+    "SSEEvent",
+]

@@ -1,0 +1,275 @@
+"""The canonical chat form every codec translates to and from (pure values, no I/O).
+
+Hub and spoke: each protocol has one codec to and from these values, so three protocols
+need six translations instead of nine pairwise converters. The form holds what we
+translate, not the union of every vendor feature: what one side cannot express is dropped
+or refused by the *target* codec, which knows its own limits.
+
+Positions are kept where a source has them (a system message in the middle of an OpenAI
+conversation stays a SYSTEM message) and each target applies its own rule. Opaque vendor
+data that must be echoed back (Anthropic thinking signatures, Gemini thought signatures)
+travels as a `Signature` tagged with the vendor that issued it, so no codec ever forwards
+one vendor's signature to another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+
+__all__ = [
+    "ChatRequest",
+    "ChatResponse",
+    "ContentPart",
+    "MediaPart",
+    "Message",
+    "MessageStart",
+    "MessageStop",
+    "Part",
+    "Reasoning",
+    "ReasoningDelta",
+    "ReasoningPart",
+    "ReasoningSignature",
+    "ResponseFormat",
+    "Role",
+    "Signature",
+    "StopReason",
+    "StreamEvent",
+    "TextDelta",
+    "TextPart",
+    "ToolCallDelta",
+    "ToolCallPart",
+    "ToolCallStart",
+    "ToolChoice",
+    "ToolResultPart",
+    "ToolSpec",
+    "Usage",
+]
+
+Vendor = Literal["anthropic", "google"]
+
+
+class Role(StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
+    SYSTEM = "system"  # only a system message after the first turn (the leading ones
+    # are ChatRequest.system)
+
+
+class StopReason(StrEnum):
+    END_TURN = "end_turn"
+    MAX_TOKENS = "max_tokens"
+    STOP_SEQUENCE = "stop_sequence"
+    TOOL_USE = "tool_use"
+    CONTENT_FILTER = "content_filter"
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """An opaque value a vendor issued and wants back unchanged."""
+
+    vendor: Vendor
+    value: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TextPart:
+    text: str
+    signature: Signature | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaPart:
+    """An image or a document: inline base64 `data` or a `url`, exactly one of them."""
+
+    media_type: str
+    data: str | None = None
+    url: str | None = None
+
+    @property
+    def is_image(self) -> bool:
+        return self.media_type.startswith("image/")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReasoningPart:
+    """Thinking text (possibly empty) with its signature; `redacted` holds Anthropic's
+    opaque redacted_thinking data."""
+
+    text: str
+    signature: Signature | None = None
+    redacted: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCallPart:
+    id: str
+    name: str
+    arguments: str  # the JSON text of the arguments object, as the model produced it
+    signature: Signature | None = None
+
+
+ContentPart = TextPart | MediaPart
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolResultPart:
+    call_id: str
+    name: str | None
+    content: tuple[ContentPart, ...]
+    is_error: bool = False
+
+
+Part = TextPart | MediaPart | ReasoningPart | ToolCallPart | ToolResultPart
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    parts: tuple[Part, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolSpec:
+    name: str
+    description: str | None = None
+    parameters: Mapping[str, Any] | None = None  # JSON Schema of the arguments object
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolChoice:
+    mode: Literal["auto", "none", "required", "tool"] = "auto"
+    name: str | None = None  # with mode "tool"
+    parallel: bool | None = None  # False: at most one call per turn
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reasoning:
+    """A request for thinking: a token budget, an effort level, or both unknown.
+
+    `enabled=False` asks for no thinking at all.
+    """
+
+    enabled: bool = True
+    budget: int | None = None
+    effort: str | None = None  # low / medium / high (OpenAI's words)
+    include_thoughts: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseFormat:
+    kind: Literal["json_object", "json_schema"]
+    schema: Mapping[str, Any] | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChatRequest:
+    model: str
+    messages: tuple[Message, ...]
+    system: tuple[TextPart, ...] = ()
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    reasoning: Reasoning | None = None
+    response_format: ResponseFormat | None = None
+    user: str | None = None
+    stream: bool = False
+    include_usage: bool = False  # OpenAI clients: a final usage chunk was asked for
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Usage:
+    """Token counts. `input_tokens` includes cached ones; `output_tokens` includes
+    reasoning ones (OpenAI's convention; each codec converts at its edge)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+    reasoning: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChatResponse:
+    id: str
+    model: str
+    parts: tuple[Part, ...]
+    stop_reason: StopReason = StopReason.END_TURN
+    stop_sequence: str | None = None
+    usage: Usage | None = None
+
+
+# -- streaming -----------------------------------------------------------------------
+#
+# A stream is MessageStart, then parts in order, then MessageStop. Text and reasoning
+# deltas of the same kind continue the open part; any other kind closes it. A tool call
+# is open from its ToolCallStart until another part starts (a decoder may interleave
+# argument deltas of parallel calls only if its source does; see the encoders).
+
+
+@dataclass(frozen=True, slots=True)
+class MessageStart:
+    id: str
+    model: str
+    usage: Usage | None = None  # what is known up front (input tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+    signature: Signature | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningSignature:
+    """Closes the open reasoning part with its signature (or a redacted block)."""
+
+    signature: Signature | None = None
+    redacted: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallStart:
+    index: int  # 0-based position among this message's tool calls
+    id: str
+    name: str
+    signature: Signature | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    index: int
+    arguments: str  # a fragment of the arguments' JSON text
+
+
+@dataclass(frozen=True, slots=True)
+class MessageStop:
+    stop_reason: StopReason
+    usage: Usage | None = None
+    stop_sequence: str | None = None
+
+
+StreamEvent = (
+    MessageStart
+    | TextDelta
+    | ReasoningDelta
+    | ReasoningSignature
+    | ToolCallStart
+    | ToolCallDelta
+    | MessageStop
+)

@@ -1,0 +1,137 @@
+"""A converted stream, bytes in and bytes out: SSE decoder -> upstream StreamDecoder ->
+canonical events -> client StreamEncoder -> client framing. Pure (no I/O), fed one
+upstream chunk at a time, so nothing is buffered beyond the event being completed.
+
+The client framing is SSE, or for a Gemini client that did not ask for `alt=sse` the
+streamed JSON array Google's own endpoints produce. Reframing alone (a Gemini upstream
+relayed to such a client) runs the same pipeline without codecs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from .canonical import StreamEvent, TextDelta
+from .errors import AiclientError
+from .protocols import ApiProtocol
+from .protocols.base import StreamDecoder, StreamEncoder
+from .protocols.errors import error_payload
+from .sse import SSEDecoder, SSEEvent, encode_sse
+
+__all__ = ["Framer", "JSONArrayFramer", "SSEFramer", "StreamPipeline", "TextTap"]
+
+
+class Framer:
+    """Client framing of wire events. SSE: one event each, nothing around them."""
+
+    def start(self) -> bytes:
+        return b""
+
+    def frame(self, event: SSEEvent) -> bytes:
+        return encode_sse(event)
+
+    def end(self) -> bytes:
+        return b""
+
+
+SSEFramer = Framer
+
+
+class JSONArrayFramer(Framer):
+    """`[` first, then the events' JSON separated by commas, then `]`."""
+
+    def __init__(self) -> None:
+        self._first = True
+
+    def start(self) -> bytes:
+        return b"["
+
+    def frame(self, event: SSEEvent) -> bytes:
+        if self._first:
+            self._first = False
+            return event.data.encode()
+        return b",\r\n" + event.data.encode()
+
+    def end(self) -> bytes:
+        return b"]"
+
+
+class StreamPipeline:
+    """Upstream bytes -> client bytes. `feed`/`close` raise UpstreamError subclasses for
+    in-band upstream errors and broken streams; `error_bytes` renders one for the client.
+    """
+
+    def __init__(
+        self,
+        client: ApiProtocol,
+        framer: Framer,
+        decoder: StreamDecoder | None = None,
+        encoder: StreamEncoder | None = None,
+        on_event: Callable[[StreamEvent], None] | None = None,
+    ) -> None:
+        self._client = client
+        self._sse = SSEDecoder()
+        self._framer = framer
+        self._decoder = decoder
+        self._encoder = encoder
+        self._on_event = on_event
+        self._started = False
+
+    def _frame(self, events: Iterable[SSEEvent], out: bytearray) -> None:
+        for event in events:
+            if not self._started:
+                self._started = True
+                out += self._framer.start()
+            out += self._framer.frame(event)
+
+    def _events(self, events: Iterable[SSEEvent], out: bytearray) -> None:
+        if self._decoder is None or self._encoder is None:
+            self._frame(events, out)
+            return
+        for event in events:
+            self._canonical(self._decoder.feed(event), out)
+
+    def _canonical(self, events: Iterable[StreamEvent], out: bytearray) -> None:
+        assert self._encoder is not None
+        for event in events:
+            if self._on_event is not None:
+                self._on_event(event)
+            self._frame(self._encoder.feed(event), out)
+
+    def feed(self, chunk: bytes) -> bytes:
+        out = bytearray()
+        self._events(self._sse.feed(chunk), out)
+        return bytes(out)
+
+    def close(self) -> bytes:
+        out = bytearray()
+        self._events(self._sse.close(), out)
+        if self._decoder is not None:
+            self._canonical(self._decoder.close(), out)
+        if not self._started:
+            out += self._framer.start()
+        return bytes(out + self._framer.end())
+
+    def error_bytes(self, err: AiclientError) -> bytes:
+        out = bytearray()
+        self._frame([error_payload(self._client, err)], out)
+        return bytes(out + self._framer.end())
+
+
+class TextTap:
+    """Collects a stream's answer text (for the prompt log) from the bytes relayed in
+    passthrough; runs only when prompt logging is on, and never fails the stream."""
+
+    def __init__(self, decoder: StreamDecoder, parts: list[str]) -> None:
+        self._sse = SSEDecoder()
+        self._decoder = decoder
+        self.parts = parts
+
+    def feed(self, chunk: bytes) -> None:
+        try:
+            for event in self._sse.feed(chunk):
+                for item in self._decoder.feed(event):
+                    if isinstance(item, TextDelta):
+                        self.parts.append(item.text)
+        except AiclientError:
+            pass

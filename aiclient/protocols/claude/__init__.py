@@ -1,0 +1,18 @@
+"""The Anthropic Messages codec (request, response and stream halves)."""
+
+from __future__ import annotations
+
+from ..base import FunctionCodec
+from . import request, response
+from .stream import ClaudeStreamDecoder, ClaudeStreamEncoder
+
+__all__ = ["CODEC"]
+
+CODEC = FunctionCodec(
+    request.request_to_canonical,
+    request.request_from_canonical,
+    response.response_to_canonical,
+    response.response_from_canonical,
+    ClaudeStreamDecoder,
+    ClaudeStreamEncoder,
+)

@@ -1,0 +1,181 @@
+"""JSON Schema <-> the Schema subset Gemini accepts in function declarations (§5.7).
+
+Gemini answers 400 ("Unknown name ... Cannot find field") for any keyword outside its
+OpenAPI-3.0 subset, so `to_gemini_schema` rewrites instead of deleting blindly: local
+`$ref`s are inlined (a cycle is cut at a fixed depth), `allOf` merged, `oneOf` read as
+`anyOf`, null branches and `["t", "null"]` types turned into `nullable`, `const` and
+non-string enums stringified, exclusive bounds turned into inclusive ones, unsupported
+formats and every other keyword dropped, and `required` names filtered to the declared
+properties. `from_gemini_schema` goes back: lower-case types, `nullable` as a union with
+null, no `propertyOrdering`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["from_gemini_schema", "to_gemini_schema"]
+
+_KEEP = frozenset(
+    {
+        "description",
+        "title",
+        "nullable",
+        "pattern",
+        "minItems",
+        "maxItems",
+        "minProperties",
+        "maxProperties",
+        "minLength",
+        "maxLength",
+        "minimum",
+        "maximum",
+        "default",
+        "example",
+        "propertyOrdering",
+    }
+)
+_FORMATS = {
+    "string": frozenset({"date-time", "enum"}),
+    "number": frozenset({"float", "double"}),
+    "integer": frozenset({"int32", "int64"}),
+}
+_MAX_DEPTH = 12
+
+
+def _resolve(ref: str, root: Mapping[str, Any]) -> Any:
+    if not ref.startswith("#/"):
+        return None
+    node: Any = root
+    for key in ref[2:].split("/"):
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _merge_all_of(schema: Mapping[str, Any]) -> dict[str, Any]:
+    merged = {k: v for k, v in schema.items() if k != "allOf"}
+    for branch in schema.get("allOf") or ():
+        if not isinstance(branch, Mapping):
+            continue
+        for key, value in branch.items():
+            if key == "properties" and isinstance(value, Mapping):
+                merged["properties"] = {**merged.get("properties", {}), **value}
+            elif key == "required" and isinstance(value, list):
+                merged["required"] = [*merged.get("required", []), *value]
+            else:
+                merged.setdefault(key, value)
+    return merged
+
+
+def _clean_any_of(branches: list[Any], out: dict[str, Any], root: Any, depth: int) -> None:
+    kept = [b for b in branches if isinstance(b, Mapping) and b.get("type") != "null"]
+    if len(kept) < len(branches):
+        out["nullable"] = True
+    if len(kept) == 1:
+        for key, value in _clean(kept[0], root, depth + 1).items():
+            out.setdefault(key, value)
+    elif kept:
+        out["anyOf"] = [_clean(b, root, depth + 1) for b in kept]
+
+
+def _clean_values(schema: Mapping[str, Any], out: dict[str, Any]) -> None:
+    """enum/const, format and exclusive bounds, which depend on the cleaned type."""
+    enum = [schema["const"]] if "const" in schema else schema.get("enum")
+    if isinstance(enum, list) and enum:
+        out["enum"] = [v if isinstance(v, str) else str(v) for v in enum]
+        out["type"] = "string"
+    fmt = schema.get("format")
+    if isinstance(fmt, str) and fmt in _FORMATS.get(str(out.get("type")), ()):
+        out["format"] = fmt
+    for bound, key, step in (
+        ("exclusiveMinimum", "minimum", 1),
+        ("exclusiveMaximum", "maximum", -1),
+    ):
+        value = schema.get(bound)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[key] = value + step if out.get("type") == "integer" else value
+
+
+def _clean_children(
+    schema: Mapping[str, Any], out: dict[str, Any], root: Any, depth: int
+) -> None:
+    properties = schema.get("properties")
+    if isinstance(properties, Mapping):
+        out["properties"] = {
+            str(k): _clean(v, root, depth + 1) for k, v in properties.items()
+        }
+        required = schema.get("required")
+        if isinstance(required, list):
+            names = [r for r in required if r in out["properties"]]
+            if names:
+                out["required"] = names
+    items = schema.get("items")
+    if isinstance(items, Mapping):
+        out["items"] = _clean(items, root, depth + 1)
+    elif out.get("type") == "array":
+        out["items"] = {"type": "string"}
+
+
+def _clean(schema: Any, root: Any, depth: int) -> dict[str, Any]:
+    if not isinstance(schema, Mapping):
+        return {}
+    if depth > _MAX_DEPTH:
+        return {"type": "object", "description": "(nested too deeply to describe)"}
+    if isinstance(schema.get("$ref"), str):
+        target = _resolve(schema["$ref"], root)
+        extra = {k: v for k, v in schema.items() if k != "$ref"}
+        return _clean({**(target or {"type": "object"}), **extra}, root, depth + 1)
+    if "allOf" in schema:
+        schema = _merge_all_of(schema)
+    out: dict[str, Any] = {k: v for k, v in schema.items() if k in _KEEP}
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        types = [t for t in kind if t != "null"]
+        if len(types) < len(kind):
+            out["nullable"] = True
+        if len(types) > 1:
+            out["anyOf"] = [_clean({**schema, "type": t}, root, depth + 1) for t in types]
+            return out
+        kind = types[0] if types else None
+    if isinstance(kind, str):
+        out["type"] = kind.lower()
+    branches = schema.get("anyOf", schema.get("oneOf"))
+    if isinstance(branches, list):
+        _clean_any_of(branches, out, root, depth)
+    _clean_values(schema, out)
+    _clean_children(schema, out, root, depth)
+    return out
+
+
+def to_gemini_schema(schema: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A function's parameters for Gemini, or None when it takes no arguments (Gemini
+    rejects an OBJECT with no properties at the root)."""
+    cleaned = _clean(schema, schema, 0)
+    if cleaned.get("type", "object") == "object" and not cleaned.get("properties"):
+        return None
+    return cleaned
+
+
+def from_gemini_schema(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [from_gemini_schema(s) for s in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in ("propertyOrdering", "nullable"):
+            continue
+        if key == "type" and isinstance(value, str):
+            out["type"] = value.lower()
+        elif key == "properties" and isinstance(value, Mapping):
+            out["properties"] = {k: from_gemini_schema(v) for k, v in value.items()}
+        elif key in ("items", "anyOf"):
+            out[key] = from_gemini_schema(value)
+        else:
+            out[key] = value
+    if schema.get("nullable") is True and isinstance(out.get("type"), str):
+        out["type"] = [out["type"], "null"]
+    return out

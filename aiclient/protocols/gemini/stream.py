@@ -1,0 +1,187 @@
+"""Gemini streamGenerateContent chunks <-> canonical events (protocols.md §5.4, §9.6).
+
+Decoder: each chunk is a response fragment; text and thought parts are deltas, a
+functionCall arrives whole (one start and one argument delta), a signature on a thought
+part closes that thought. The finish reason and the last usage are kept until the
+stream ends; a stream that ends without a finish reason is an error. An `{"error": ...}`
+chunk raises.
+
+Encoder: `data:` chunks only (no sentinel, no comments). Gemini clients expect whole
+functionCall parts, so a call's argument fragments are collected and the call is sent
+as soon as the next part starts (or at the end); everything else is sent as it comes.
+The last chunk carries finishReason and usageMetadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from ...canonical import (
+    ChatRequest,
+    MessageStart,
+    MessageStop,
+    ReasoningDelta,
+    ReasoningPart,
+    ReasoningSignature,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallPart,
+    ToolCallStart,
+    Usage,
+)
+from ...errors import UpstreamProtocolError
+from ...sse import SSEEvent
+from ..base import JSONObject, dumps, error_event, new_id
+from .request import get
+from .response import (
+    finish_reason,
+    part_from_canonical,
+    parts_to_canonical,
+    stop_reason,
+    usage_from_canonical,
+    usage_to_canonical,
+)
+
+__all__ = ["GeminiStreamDecoder", "GeminiStreamEncoder"]
+
+
+class GeminiStreamDecoder:
+    def __init__(self) -> None:
+        self._started = False
+        self._finish: Any = None
+        self._blocked = False
+        self._usage: Usage | None = None
+        self._tools = 0
+
+    def feed(self, event: SSEEvent) -> Iterable[StreamEvent]:
+        try:
+            chunk = orjson.loads(event.data)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamProtocolError(
+                "the upstream sent a chunk that is not JSON"
+            ) from exc
+        if isinstance(chunk, list) and chunk:  # an error wrapped in an array
+            chunk = chunk[0]
+        if not isinstance(chunk, dict):
+            return []
+        error = chunk.get("error")
+        if isinstance(error, dict):
+            status = error.get("code")
+            raise error_event(status if isinstance(status, int) else 500, chunk)
+        out: list[StreamEvent] = []
+        usage = usage_to_canonical(get(chunk, "usageMetadata"))
+        if usage is not None:
+            self._usage = usage
+        if not self._started:
+            self._started = True
+            response_id = str(get(chunk, "responseId") or "")
+            out.append(
+                MessageStart(response_id, str(get(chunk, "modelVersion") or ""), usage)
+            )
+        if get(get(chunk, "promptFeedback"), "blockReason") is not None:
+            self._blocked = True
+        for candidate in chunk.get("candidates") or ():
+            if not isinstance(candidate, dict) or candidate.get("index", 0) != 0:
+                continue
+            content = candidate.get("content")
+            parts = content.get("parts") if isinstance(content, dict) else None
+            for part in parts_to_canonical(parts):
+                out += self._part(part)
+            finish = get(candidate, "finishReason")
+            if finish:
+                self._finish = finish
+        return out
+
+    def _part(self, part: Any) -> list[StreamEvent]:
+        if isinstance(part, ReasoningPart):
+            out: list[StreamEvent] = [ReasoningDelta(part.text)] if part.text else []
+            if part.signature is not None or part.redacted is not None:
+                out.append(ReasoningSignature(part.signature, part.redacted))
+            return out
+        if isinstance(part, ToolCallPart):
+            index, self._tools = self._tools, self._tools + 1
+            return [
+                ToolCallStart(index, part.id, part.name, part.signature),
+                ToolCallDelta(index, part.arguments),
+            ]
+        text = getattr(part, "text", None)
+        if isinstance(text, str):
+            return [TextDelta(text, getattr(part, "signature", None))]
+        return []  # an inline image answer: no stream event carries media
+
+    def close(self) -> Iterable[StreamEvent]:
+        if self._finish is None and not self._blocked:
+            raise UpstreamProtocolError("the upstream stream ended without a finishReason")
+        out: list[StreamEvent] = [] if self._started else [MessageStart("", "")]
+        reason = stop_reason("SAFETY" if self._blocked else self._finish, self._tools > 0)
+        return [*out, MessageStop(reason, self._usage)]
+
+
+class GeminiStreamEncoder:
+    def __init__(self, request: ChatRequest) -> None:
+        self._model = request.model
+        self._id = ""
+        self._call: ToolCallPart | None = None
+
+    def _chunk(self, parts: list[JSONObject], **extra: Any) -> SSEEvent:
+        candidate: JSONObject = {"content": {"role": "model", "parts": parts}, "index": 0}
+        candidate.update(extra.pop("candidate", {}))
+        body = {
+            "candidates": [candidate],
+            **extra,
+            "modelVersion": self._model,
+            "responseId": self._id,
+        }
+        return SSEEvent(None, dumps(body))
+
+    def _flush(self) -> list[JSONObject]:
+        call, self._call = self._call, None
+        part = part_from_canonical(call) if call is not None else None
+        return [part] if part is not None else []
+
+    def feed(self, event: StreamEvent) -> Iterable[SSEEvent]:
+        if isinstance(event, ToolCallDelta):
+            if self._call is not None:
+                call = self._call
+                self._call = ToolCallPart(
+                    id=call.id,
+                    name=call.name,
+                    arguments=call.arguments + event.arguments,
+                    signature=call.signature,
+                )
+            return []
+        pending = self._flush()
+        part: JSONObject | None = None
+        match event:
+            case MessageStart(id=message_id):
+                self._id = message_id or new_id("")
+            case TextDelta(text=text, signature=signature):
+                part = {"text": text}
+                if signature is not None and signature.vendor == "google":
+                    part["thoughtSignature"] = signature.value
+                elif not text:
+                    part = None
+            case ReasoningDelta(text=text):
+                part = {"text": text, "thought": True} if text else None
+            case ReasoningSignature(signature=signature, redacted=redacted):
+                if signature is not None or redacted is not None:
+                    part = part_from_canonical(
+                        ReasoningPart(text="", signature=signature, redacted=redacted)
+                    )
+            case ToolCallStart(id=call_id, name=name, signature=signature):
+                self._call = ToolCallPart(
+                    id=call_id, name=name, arguments="", signature=signature
+                )
+            case MessageStop(stop_reason=reason, usage=usage):
+                final = {"finishReason": finish_reason(reason)}
+                return [
+                    self._chunk(
+                        pending, candidate=final, usageMetadata=usage_from_canonical(usage)
+                    )
+                ]
+        parts = pending + ([part] if part is not None else [])
+        return [self._chunk(parts)] if parts else []

@@ -1,0 +1,18 @@
+"""The OpenAI Chat Completions codec (request, response and stream halves)."""
+
+from __future__ import annotations
+
+from ..base import FunctionCodec
+from . import request, response
+from .stream import OpenAIStreamDecoder, OpenAIStreamEncoder
+
+__all__ = ["CODEC"]
+
+CODEC = FunctionCodec(
+    request.request_to_canonical,
+    request.request_from_canonical,
+    response.response_to_canonical,
+    response.response_from_canonical,
+    OpenAIStreamDecoder,
+    OpenAIStreamEncoder,
+)

@@ -1,0 +1,104 @@
+"""Codec properties: what every protocol can express survives any trip through them."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aiclient.canonical import ChatRequest, ChatResponse, StreamEvent
+from aiclient.errors import InvalidRequest, UnsupportedConversion
+from aiclient.protocols import ApiProtocol
+from aiclient.protocols.codecs import CODECS
+from aiclient.sse import SSEDecoder, encode_sse
+from tests.strategies import (
+    answer_summary,
+    events_of,
+    fold,
+    requests,
+    responses,
+    summary,
+)
+
+PAIRS = list(itertools.product(ApiProtocol, ApiProtocol))
+IDS = [f"{a.value}-to-{b.value}" for a, b in PAIRS]
+
+
+def _through(protocol: ApiProtocol, request: ChatRequest) -> ChatRequest:
+    codec = CODECS[protocol]
+    body = codec.request_from_canonical(request)
+    model = request.model if protocol is ApiProtocol.GEMINI else None
+    return codec.request_to_canonical(body, model=model)
+
+
+@pytest.mark.parametrize(("first", "second"), PAIRS, ids=IDS)
+@settings(max_examples=40, deadline=None)
+@given(request=requests)
+def test_request_round_trips_keep_the_common_subset(
+    first: ApiProtocol, second: ApiProtocol, request: ChatRequest
+) -> None:
+    """Text, system, history, tools, calls, results and sampling survive X then Y."""
+    assert summary(_through(second, _through(first, request))) == summary(request)
+
+
+@pytest.mark.parametrize("protocol", list(ApiProtocol), ids=[p.value for p in ApiProtocol])
+@settings(max_examples=40, deadline=None)
+@given(response=responses())
+def test_response_round_trip(protocol: ApiProtocol, response: ChatResponse) -> None:
+    codec = CODECS[protocol]
+    back = codec.response_to_canonical(codec.response_from_canonical(response))
+    assert answer_summary(back) == answer_summary(response)
+
+
+@pytest.mark.parametrize(("client", "upstream"), PAIRS, ids=IDS)
+@settings(max_examples=30, deadline=None)
+@given(response=responses(), pieces=st.integers(1, 5))
+def test_streams_agree_with_whole_answers(
+    client: ApiProtocol, upstream: ApiProtocol, response: ChatResponse, pieces: int
+) -> None:
+    """An answer streamed by `upstream` and re-encoded for `client` folds back to the
+    same answer a client decoder reads."""
+    request = ChatRequest(model="m", messages=(), include_usage=True)
+    encoder = CODECS[upstream].stream_encoder(request)
+    upstream_bytes = b"".join(
+        encode_sse(e) for ev in events_of(response, pieces) for e in encoder.feed(ev)
+    )
+    decoder = CODECS[upstream].stream_decoder()
+    canonical: list[StreamEvent] = []
+    sse = SSEDecoder()
+    for event in sse.feed(upstream_bytes) + sse.close():
+        canonical += decoder.feed(event)
+    canonical += decoder.close()
+    client_encoder = CODECS[client].stream_encoder(request)
+    client_bytes = b"".join(
+        encode_sse(e) for ev in canonical for e in client_encoder.feed(ev)
+    )
+    client_decoder = CODECS[client].stream_decoder()
+    final: list[StreamEvent] = []
+    sse = SSEDecoder()
+    for event in sse.feed(client_bytes) + sse.close():
+        final += client_decoder.feed(event)
+    final += client_decoder.close()
+    assert answer_summary(fold(final)) == answer_summary(response)
+
+
+@pytest.mark.parametrize("protocol", list(ApiProtocol), ids=[p.value for p in ApiProtocol])
+@settings(max_examples=60, deadline=None)
+@given(
+    body=st.dictionaries(
+        st.sampled_from(["model", "messages", "contents", "system", "tools", "stream"]),
+        st.none()
+        | st.integers()
+        | st.text(max_size=3)
+        | st.lists(st.integers(), max_size=2),
+    )
+)
+def test_arbitrary_bodies_fail_only_with_typed_errors(
+    protocol: ApiProtocol, body: dict[str, object]
+) -> None:
+    try:
+        CODECS[protocol].request_to_canonical(body, model="m")
+    except (InvalidRequest, UnsupportedConversion):
+        pass
