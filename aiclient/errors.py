@@ -44,6 +44,7 @@ __all__ = [
     "UpstreamHTTPError",
     "UpstreamProtocolError",
     "UpstreamTimeout",
+    "failure_class",
 ]
 
 # Upstream answers that blame the request, not the instance: relayed as they came,
@@ -170,3 +171,21 @@ class UpstreamConnectError(UpstreamError):
 
 class UpstreamProtocolError(UpstreamError):
     status = 502
+
+
+def failure_class(error: UpstreamError) -> str:
+    """What kind of failure an instance had, for metrics and (later) its policy."""
+    if isinstance(error, UpstreamHTTPError):
+        status = error.upstream_status
+        if status == 429:
+            return "rate_limited"
+        if status in (401, 403):
+            return "auth"
+        if status == 402:
+            return "quota"
+        return "server" if status >= 500 else "http"
+    if isinstance(error, UpstreamTimeout):
+        return "timeout"
+    if isinstance(error, UpstreamConnectError):
+        return "network"
+    return "protocol"

@@ -128,6 +128,17 @@ class _Collector(Collector):
                 cumulative.append((_bound(bound), float(running)))
             latency.add_metric([ptype, uid, names.get(uid, "")], cumulative, stats.total)
         yield latency
+        failures = CounterMetricFamily(
+            "aiclient_upstream_failures",
+            "Upstream failures by instance and class (rate_limited, auth, quota, server, "
+            "timeout, network, protocol, http).",
+            labels=["provider_type", "instance", "name", "class"],
+        )
+        types = {e.node.uuid: e.node.provider_type for e in self.m.pool.entries()}
+        for (uid, kind), count in self.m.pool.failures.items():
+            if uid in types:
+                failures.add_metric([types[uid], uid, names[uid], kind], count)
+        yield failures
         yield from self._pool_gauges(names)
 
     def _pool_gauges(self, names: dict[str, str]) -> Iterator[Metric]:

@@ -167,10 +167,10 @@ class Relay:
                 if exc.client_fault:
                     lease.release()
                     raise
-                lease.failure(str(exc.upstream_status))
+                lease.failure(exc)
                 last = exc
             except UpstreamError as exc:
-                lease.failure(exc.message)
+                lease.failure(exc)
                 last = exc
             except BaseException:
                 lease.release()
@@ -287,13 +287,18 @@ class Relay:
                 await _broke(call, lease, sink, exc, stream_error_event(protocol, exc))
                 return
             if upstream_error:
-                lease.failure("in-band error event")
+                lease.failure(
+                    UpstreamProtocolError(
+                        "the upstream reported an error inside the stream",
+                        node_uuid=lease.node.uuid,
+                    )
+                )
             elif not finished:
                 cut = UpstreamProtocolError(
                     "the upstream stream ended before it was complete",
                     node_uuid=lease.node.uuid,
                 )
-                lease.failure(cut.message)
+                lease.failure(cut)
                 logger.warning(
                     "%s instance %s ended a stream early",
                     call.provider_type,
@@ -430,7 +435,7 @@ async def _broke(
     call: Call, lease: Lease, sink: ResponseSink, exc: UpstreamError, error: bytes
 ) -> None:
     """A stream that broke after the client's response started: in-band error, end."""
-    lease.failure(exc.message)
+    lease.failure(exc)
     logger.warning(
         "%s instance %s broke mid-stream: %s",
         call.provider_type,

@@ -79,6 +79,12 @@ async def test_metrics_need_the_key_and_count_by_instance(
         if s.name == "aiclient_request_duration_seconds_count"
     }
     assert counts == {"a": 3.0, "b": 2.0}
+    failures = {
+        (s.labels["instance"], s.labels["class"]): s.value
+        for s in families["aiclient_upstream_failures"].samples
+        if s.name == "aiclient_upstream_failures_total"
+    }
+    assert failures == {("a", "server"): 1.0}
     healthy = {
         s.labels["instance"]: s.value for s in families["aiclient_instance_healthy"].samples
     }

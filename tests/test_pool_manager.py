@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from aiclient.errors import UpstreamConnectError
 from aiclient.pool import ProviderNode, ProviderPool
 
 
@@ -47,7 +48,7 @@ def test_failures_reach_max_error_count_then_unhealthy() -> None:
     for _ in range(3):
         lease = pool.acquire("openai-custom", exclude={"b"})
         assert lease is not None and lease.node.uuid == "a"
-        lease.failure("HTTP 500")
+        lease.failure(UpstreamConnectError("HTTP 500"))
     assert entry.state.healthy is False
     assert entry.state.error_count == 3
     assert entry.state.last_error_time == "2023-11-14T22:13:20.000Z"
@@ -73,7 +74,7 @@ def test_release_neither_blames_nor_credits() -> None:
     assert lease is not None
     assert pool.get("a").state.in_flight == 1  # type: ignore[union-attr]
     lease.release()
-    lease.failure("late")  # ignored: a lease ends once
+    lease.failure(UpstreamConnectError("late"))  # ignored: a lease ends once
     state = pool.get("a").state  # type: ignore[union-attr]
     assert (state.in_flight, state.usage_count, state.error_count) == (0, 0, 0)
 
@@ -84,7 +85,7 @@ def test_max_error_count_zero_never_marks_unhealthy() -> None:
     for _ in range(10):
         lease = pool.acquire("openai-custom")
         assert lease is not None
-        lease.failure("x")
+        lease.failure(UpstreamConnectError("x"))
     assert pool.get("a").state.healthy  # type: ignore[union-attr]
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from aiclient.errors import ConfigError
+from aiclient.errors import ConfigError, UpstreamConnectError
 from aiclient.pool import ProviderPool
 from aiclient.pool.store import JsonStyle, PoolFile, merge_field, parse_pools
 
@@ -273,7 +273,7 @@ def test_a_stale_copy_saved_later_loses_no_counts(tmp_path: Path) -> None:
             lease = pool.acquire("openai-custom", exclude={"a", "b"} - {uid})
             assert lease is not None
             if fail:
-                lease.failure("HTTP 500")
+                lease.failure(UpstreamConnectError("HTTP 500"))
             else:
                 lease.success()
         snapshot = pool.snapshot_fields()

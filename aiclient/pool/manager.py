@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from ..errors import UpstreamError, failure_class
 from .models import SERVER_FIELDS, NodeState, ProviderNode, iso_now
 
 __all__ = ["Entry", "Lease", "ProviderPool"]
@@ -62,9 +63,9 @@ class Lease:
         if self._finish():
             self._pool._record_success(self.entry)
 
-    def failure(self, reason: str) -> None:
+    def failure(self, error: UpstreamError) -> None:
         if self._finish():
-            self._pool._record_failure(self.entry, reason)
+            self._pool._record_failure(self.entry, error)
 
     def release(self) -> None:
         """End without blaming or crediting the instance (client fault, disconnect)."""
@@ -87,6 +88,7 @@ class ProviderPool:
         self._by_type: dict[str, list[Entry]] = {}
         self._by_uuid: dict[str, Entry] = {}
         self._cursor: dict[str, int] = {}
+        self.failures: dict[tuple[str, str], int] = {}  # (uuid, failure class) -> count
 
     # -- configuration -------------------------------------------------------------
 
@@ -176,7 +178,10 @@ class ProviderPool:
         state.error_count = 0
         self.on_change()
 
-    def _record_failure(self, entry: Entry, reason: str) -> None:
+    def _record_failure(self, entry: Entry, error: UpstreamError) -> None:
+        key = (entry.node.uuid, failure_class(error))
+        self.failures[key] = self.failures.get(key, 0) + 1
+        reason = error.message
         state = entry.state
         state.error_count += 1
         state.last_error_time = self._now_iso()
