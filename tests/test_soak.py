@@ -32,7 +32,7 @@ def script_faults(fake: FakeOpenAI, count: int, rng: random.Random) -> None:
         elif roll < 0.42:
             fake.reply_reset()
         elif roll < 0.46:
-            fake.reply_hang(1.0)  # longer than the proxy's read timeout
+            fake.reply_hang(1.2)  # longer than the read timeout
         elif roll < 0.60:
             fake.reply_cut_stream(0)  # a cut JSON body, or a stream cut before its start
         elif roll < 0.70:
@@ -78,7 +78,7 @@ async def test_random_faults_never_reach_the_client_and_nothing_leaks(
         },
         max_error_count=0,
         request_max_retries=2,
-        read_timeout_ms=500,
+        read_timeout_ms=1000,
     )
     relay = proxy.runtime.relay
     assert relay is not None
@@ -128,7 +128,7 @@ async def test_random_faults_never_reach_the_client_and_nothing_leaks(
     connector = relay.session.connector
     assert connector is not None
     await connector.close()
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(1.4)
     gc.collect()
     assert failures == []
     assert faulty.hits > TOTAL // 2
