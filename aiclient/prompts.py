@@ -19,8 +19,8 @@ only puts a string on a queue; the queue is flushed on shutdown.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -112,7 +112,7 @@ class Prompts:
         self.system_text: str | None = None
         self.logging = settings.prompt_log_mode in ("console", "file")
         self.log_path: Path | None = None
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()  # None: stop
 
     def log(self, kind: str, text: str) -> None:
         """Record an [INPUT] or [OUTPUT] entry (never blocks)."""
@@ -129,7 +129,9 @@ class Prompts:
         path = self.log_path
 
         def append() -> None:
-            with path.open("a", encoding="utf-8") as file:
+            # Prompts are private: a new log file is readable by its owner only.
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as file:
                 file.write("".join(entries))
 
         try:
@@ -137,17 +139,20 @@ class Prompts:
         except OSError as exc:
             logger.error("cannot write the prompt log %s: %s", path, exc)
 
-    def _drain(self) -> list[str]:
-        entries = []
-        while not self._queue.empty():
-            entries.append(self._queue.get_nowait())
-        return entries
-
     async def _writer(self) -> None:
+        """Write queued entries in batches until the None that closes the queue."""
         while True:
-            entries = [await self._queue.get()]
-            entries += self._drain()
-            await self._write(entries)
+            entries: list[str] = []
+            item = await self._queue.get()
+            while item is not None:
+                entries.append(item)
+                if self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+            if entries:
+                await self._write(entries)
+            if item is None:
+                return
 
     async def context(self, app: web.Application) -> AsyncIterator[None]:
         """cleanup_ctx: read the system prompt file, run the log writer, flush it."""
@@ -168,9 +173,6 @@ class Prompts:
             yield
         finally:
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                rest = self._drain()
-                if rest:
-                    await self._write(rest)
+                # Never cancel a write half-way: close the queue and let it finish.
+                self._queue.put_nowait(None)
+                await task

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,7 @@ async def test_system_prompt_file_reaches_every_upstream_and_prompts_are_logged(
     await proxy.server.close()  # flushes the prompt log
     logs = await asyncio.to_thread(lambda: list(tmp_path.glob("prompts-*.log")))
     assert len(logs) == 1
+    assert stat.S_IMODE(logs[0].stat().st_mode) == 0o600  # prompts are private
     text = await asyncio.to_thread(logs[0].read_text)
     assert text.count("[INPUT]:\nTell me a joke\n") == 3
     for fake in (fake_claude, fake_openai, fake_gemini):
