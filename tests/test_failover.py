@@ -358,3 +358,23 @@ async def test_stream_request_answered_with_json_fails_over(
         )
     assert text == fake_openai_2.default_text
     assert state(two, "first").error_count == 1
+
+
+async def test_a_long_healthy_stream_is_never_cut(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI
+) -> None:
+    """The read timeout bounds silence, not length: a stream three times longer than
+    it completes."""
+    proxy = await start_proxy(
+        {"openai-custom": [openai_instance(fake_openai, "a")]}, read_timeout_ms=300
+    )
+    fake_openai.default_text = " ".join(f"w{i}" for i in range(12))
+    fake_openai.stream_chunks = 12
+    fake_openai.delay_between_chunks = 0.08  # about 1 s in all
+    async with client(proxy) as c:
+        stream = await c.chat.completions.create(**CHAT, stream=True)  # type: ignore[call-overload]
+        text = "".join(
+            [ch.choices[0].delta.content or "" async for ch in stream if ch.choices]
+        )
+    assert text == fake_openai.default_text
+    assert state(proxy, "a").error_count == 0
