@@ -8,8 +8,9 @@ proxy's CPU time then) and, in hold mode, `OPEN` once every stream is open.
 Kinds of job:
 
 * `load`: every connection sends a request as soon as its previous answer is whole,
-  for `warmup` + `duration` seconds; only answers completed in the measured window
-  count. A connection that breaks is replaced.
+  for `warmup` + `duration` seconds. The rate counts the answers completed in the
+  measured window; latencies only those also sent in it (so the cold first burst of
+  the warm-up never shows up as a tail). A connection that breaks is replaced.
 * `hold`: `connections` connections send one request each and wait for the whole
   answers (used to hold many streams open). At most `_HOLD_RAMP` requests are waiting
   for their first byte at a time, so the proxy's accept queue (aiohttp's default
@@ -68,6 +69,7 @@ class Result:
     kind: str
     connections: int
     requests: int = 0  # good answers completed in the measured window
+    sampled: int = 0  # ... of which were also sent in it: the latency samples
     errors: int = 0
     error_kinds: dict[str, int] = field(default_factory=dict)
     elapsed: float = 0.0  # seconds the measured window lasted
@@ -197,6 +199,7 @@ class _Run:
         self.ttfbs: list[float] = []
         self.errors: Counter[str] = Counter()
         self.finished = 0
+        self.good = 0
         self.open_now = self.open_max = 0
         self.all_open_s: float | None = None
         self.last_status = 0
@@ -243,9 +246,11 @@ class _Run:
             elif not self._valid(parser.body):
                 self.errors["200 without the protocol's end marker"] += 1
             else:
-                self.latencies.append(now - conn.sent_at)
-                if self.job.stream and conn.first_at:
-                    self.ttfbs.append(conn.first_at - conn.sent_at)
+                self.good += 1
+                if conn.sent_at >= self.began:
+                    self.latencies.append(now - conn.sent_at)
+                    if self.job.stream and conn.first_at:
+                        self.ttfbs.append(conn.first_at - conn.sent_at)
         if not parser.keep_alive:
             conn.close()  # lost() replaces it
         elif not self.stopping:
@@ -367,7 +372,8 @@ class _Run:
         return Result(
             kind=self.job.kind,
             connections=self.job.connections,
-            requests=len(self.latencies),
+            requests=self.good,
+            sampled=len(self.latencies),
             errors=sum(self.errors.values()),
             error_kinds=dict(self.errors),
             elapsed=self.ended - self.began,

@@ -56,7 +56,7 @@ class SessionConfig:
     proxy_cmd: str = DEFAULT_PROXY_CMD
     api_key: str = "bench-key"
     chunks: int = 20
-    slow_chunks: int = 60
+    slow_chunks: int = 100
     slow_gap_ms: float = 100.0
 
 
@@ -258,6 +258,9 @@ class Session:
         for process in (self._proxy, self._loadgen, self._upstream):
             if process is not None:
                 stop(process)
+        if os.environ.get("BENCH_KEEP_LOGS"):
+            for log in sorted(self.workdir.glob("*.log")):
+                print(f"--- {log.name}\n{_tail(log)}", file=sys.stderr)
         self._proxy = self._loadgen = self._upstream = None
         for handle in self._logs:
             handle.close()

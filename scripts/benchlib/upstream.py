@@ -79,6 +79,7 @@ class Upstream:
         self, *, chunks: int, gap_ms: float, slow_chunks: int, slow_gap_ms: float
     ) -> None:
         self.requests = 0
+        self.connections = 0
         self.json: dict[WireProtocol, bytes] = {
             "openai": _response("200 OK", openai_completion()),
             "anthropic": _response("200 OK", anthropic_message()),
@@ -160,6 +161,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self._upstream.connections += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -298,7 +300,11 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(signum, done.set)
     await done.wait()
     server.close()
-    print(f"fake upstream: served {upstream.requests} requests", file=sys.stderr)
+    print(
+        f"fake upstream: served {upstream.requests} requests on "
+        f"{upstream.connections} connections",
+        file=sys.stderr,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -308,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backlog", type=int, default=4096)
     parser.add_argument("--chunks", type=int, default=20, help="content events per stream")
     parser.add_argument("--gap-ms", type=float, default=0.0)
-    parser.add_argument("--slow-chunks", type=int, default=60)
+    parser.add_argument("--slow-chunks", type=int, default=100)
     parser.add_argument("--slow-gap-ms", type=float, default=100.0)
     args = parser.parse_args(argv)
     raise_nofile_limit()
