@@ -1,0 +1,72 @@
+"""scripts/bench.py runs end to end in quick mode and reports every row it promises.
+
+A smoke test of the benchmark's plumbing (processes, load generator, parsers, report),
+not of speed: no figure is compared with anything.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
+
+
+def _row_cells(table_line: str) -> list[str]:
+    return [cell.strip() for cell in table_line.strip().strip("|").split("|")]
+
+
+def test_quick_run_prints_the_tables(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH),
+            "--quick",
+            "--paths",
+            "openai,anthropic,openai-to-claude",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = done.stdout
+    for heading in (
+        "## Set-up",
+        "## Non-streaming requests",
+        "## Streaming requests",
+        "## Proxy memory with 50 concurrent open streams",
+    ):
+        assert heading in report
+    assert "uvloop: " in report
+    assert "quick mode" in report
+    rows = [_row_cells(line) for line in report.splitlines() if line.startswith("| ")]
+    keys = {(cells[0], cells[1]) for cells in rows}
+    for path in ("openai", "anthropic"):
+        assert (path, "1") in keys  # non-streaming, 1 connection
+        assert (path, "16") in keys  # non-streaming and streaming, 16 connections
+    assert ("openai", "50") in keys  # the memory row (first path): 50 streams
+    # Until conversion lands the proxy answers 501 and the path is skipped with a note;
+    # afterwards it is measured like the others.
+    assert "`openai-to-claude`" in report
+    assert ("openai-to-claude", "16") in keys or "**skipped**" in report
+
+    data = json.loads(out.read_text())
+    measured = data["measurements"]
+    assert {(m["path"], m["target"], m["stream"]) for m in measured} >= {
+        ("openai", "proxy", False),
+        ("openai", "direct", True),
+        ("anthropic", "proxy", True),
+    }
+    for m in measured:
+        assert m["result"]["errors"] == 0, m
+        assert m["result"]["requests"] > 0, m
+    assert [m["path"] for m in data["memory"]] == ["openai"]
+    for m in data["memory"]:
+        assert m["result"]["requests"] == 50, m
