@@ -170,7 +170,12 @@ def _lifecycle(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[No
             sock_read=settings.read_timeout_ms / 1000,
         )
         session = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, skip_auto_headers=("User-Agent",)
+            connector=connector,
+            timeout=timeout,
+            skip_auto_headers=("User-Agent",),
+            # One session serves every instance and account: an upstream's cookies
+            # must never travel with another instance's requests.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         demo: DemoUpstream | None = None
         tasks: list[asyncio.Task[None]] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cached_property
 
 import orjson
 
@@ -31,12 +32,16 @@ class ClaudeProvider(Provider):
         "claude-3-haiku-20240307",
     )
 
-    @property
+    @cached_property  # a provider is rebuilt whenever its instance's config changes
     def base(self) -> str:
         return base_url(self.setting("CLAUDE_BASE_URL"), DEFAULT_BASE_URL)
 
-    def url(self, model: str, stream: bool) -> str:
+    @cached_property
+    def _messages_url(self) -> str:
         return self.base + "/messages"
+
+    def url(self, model: str, stream: bool) -> str:
+        return self._messages_url
 
     def count_url(self, model: str) -> str | None:
         return self.base + "/messages/count_tokens"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cached_property
 
 import orjson
 
@@ -21,18 +22,28 @@ class OpenAIProvider(Provider):
     key_field = "OPENAI_API_KEY"
     url_field = "OPENAI_BASE_URL"
 
-    @property
+    # A provider lives exactly as long as its instance's config: a changed key or URL
+    # makes a new provider, so what is derived from the config is computed once.
+    @cached_property
     def base(self) -> str:
         return base_url(self.setting(self.url_field), DEFAULT_BASE_URL)
 
-    def url(self, model: str, stream: bool) -> str:
+    @cached_property
+    def _chat_url(self) -> str:
         return self.base + "/chat/completions"
 
-    def headers(self, client_headers: Mapping[str, str]) -> dict[str, str]:
+    @cached_property
+    def _headers(self) -> dict[str, str]:
         return {
             "Authorization": f"Bearer {self.setting(self.key_field) or ''}",
             "Content-Type": "application/json",
         }
+
+    def url(self, model: str, stream: bool) -> str:
+        return self._chat_url
+
+    def headers(self, client_headers: Mapping[str, str]) -> dict[str, str]:
+        return self._headers
 
     async def list_models(self, client_headers: Mapping[str, str]) -> ModelList:
         up = await self._request(
