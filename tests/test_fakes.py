@@ -37,18 +37,6 @@ WEATHER_QUESTION: list[Any] = [{"role": "user", "content": "What's the weather i
 
 
 @pytest.fixture
-async def fake_openai() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def fake_claude() -> AsyncIterator[FakeClaude]:
-    async with FakeClaude() as fake:
-        yield fake
-
-
-@pytest.fixture
 async def oai(fake_openai: FakeOpenAI) -> AsyncIterator[openai.AsyncOpenAI]:
     client = openai.AsyncOpenAI(
         base_url=fake_openai.base_url + "/v1", api_key="sk-test", max_retries=0
