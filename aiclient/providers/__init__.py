@@ -5,6 +5,7 @@ from __future__ import annotations
 from .base import ModelList, Provider, UpstreamResponse
 from .claude import ClaudeProvider
 from .gemini import GeminiProvider
+from .gemini_cli import GeminiCLIProvider
 from .openai import OpenAIProvider
 
 __all__ = ["PROVIDERS", "ModelList", "Provider", "UpstreamResponse"]
@@ -13,4 +14,5 @@ PROVIDERS: dict[str, type[Provider]] = {
     OpenAIProvider.type_name: OpenAIProvider,
     ClaudeProvider.type_name: ClaudeProvider,
     GeminiProvider.type_name: GeminiProvider,
+    GeminiCLIProvider.type_name: GeminiCLIProvider,
 }
