@@ -7,6 +7,7 @@ from .claude import ClaudeProvider
 from .gemini import GeminiProvider
 from .gemini_cli import GeminiCLIProvider
 from .openai import OpenAIProvider
+from .qwen import QwenProvider
 
 __all__ = ["PROVIDERS", "ModelList", "Provider", "UpstreamResponse"]
 
@@ -15,4 +16,5 @@ PROVIDERS: dict[str, type[Provider]] = {
     ClaudeProvider.type_name: ClaudeProvider,
     GeminiProvider.type_name: GeminiProvider,
     GeminiCLIProvider.type_name: GeminiCLIProvider,
+    QwenProvider.type_name: QwenProvider,
 }
