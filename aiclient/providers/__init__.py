@@ -6,6 +6,7 @@ from .base import ModelList, Provider, UpstreamResponse
 from .claude import ClaudeProvider
 from .gemini import GeminiProvider
 from .gemini_cli import GeminiCLIProvider
+from .kiro import KiroProvider
 from .openai import OpenAIProvider
 from .qwen import QwenProvider
 
@@ -17,4 +18,5 @@ PROVIDERS: dict[str, type[Provider]] = {
     GeminiProvider.type_name: GeminiProvider,
     GeminiCLIProvider.type_name: GeminiCLIProvider,
     QwenProvider.type_name: QwenProvider,
+    KiroProvider.type_name: KiroProvider,
 }
