@@ -4,6 +4,7 @@ plus the CRON_REFRESH_TOKEN background round."""
 from __future__ import annotations
 
 import asyncio
+import json
 import stat
 import time
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from aiclient.config import load_settings
 from aiclient.providers.qwen import normalise_resource_url
 from aiclient.refresher import refresh_all
 from tests.conftest import API_KEY, Proxy, StartProxy
@@ -175,4 +177,26 @@ async def test_official_sdks(
         assert turn.name == "get_weather"
     finally:
         await sdk.close()
+    assert oauth.refreshes["qwen"] == 1
+
+
+async def test_urls_from_config_json_apply_to_instances_without_them(
+    start_proxy: StartProxy, oauth: FakeOAuth, qwen: FakeOpenAI, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {"QWEN_BASE_URL": f"{qwen.base_url}/v1", "QWEN_OAUTH_BASE_URL": oauth.base_url}
+        )
+    )
+    settings = await asyncio.to_thread(load_settings, str(config), env={})
+    assert settings.qwen_base_url == f"{qwen.base_url}/v1"
+    creds = qwen_creds(tmp_path / "c.json", oauth)
+    proxy = await start_proxy(
+        {PTYPE: [{"uuid": "q1", "QWEN_OAUTH_CREDS_FILE_PATH": str(creds)}]},
+        qwen_base_url=settings.qwen_base_url,
+        qwen_oauth_base_url=settings.qwen_oauth_base_url,
+    )
+    status, body = await chat(proxy)
+    assert status == 200, body
     assert oauth.refreshes["qwen"] == 1
