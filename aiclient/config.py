@@ -230,6 +230,23 @@ KEYS: tuple[Key, ...] = (
         "--qwen-oauth-creds-file",
         plain_env=False,
     ),
+    # Endpoints and clients of the OAuth-backed types (providers/*_oauth): defaults are
+    # the real services; set them for private gateways and tests.
+    *(
+        Key(name, name.lower(), _as_opt_str, None, plain_env=False)
+        for name in (
+            "GEMINI_OAUTH_TOKEN_URL",
+            "GEMINI_OAUTH_CLIENT_ID",
+            "GEMINI_OAUTH_CLIENT_SECRET",
+            "QWEN_BASE_URL",
+            "QWEN_OAUTH_BASE_URL",
+            "QWEN_OAUTH_CLIENT_ID",
+            "KIRO_BASE_URL",
+            "KIRO_REFRESH_URL",
+            "KIRO_REFRESH_IDC_URL",
+            "KIRO_DEFAULT_MODEL",
+        )
+    ),
     Key(
         "SYSTEM_PROMPT_FILE_PATH",
         "system_prompt_file",
@@ -332,6 +349,16 @@ class Settings:
     kiro_oauth_creds_base64: str | None = None
     kiro_oauth_creds_file: str | None = None
     qwen_oauth_creds_file: str | None = None
+    gemini_oauth_token_url: str | None = None
+    gemini_oauth_client_id: str | None = None
+    gemini_oauth_client_secret: str | None = None
+    qwen_base_url: str | None = None
+    qwen_oauth_base_url: str | None = None
+    qwen_oauth_client_id: str | None = None
+    kiro_base_url: str | None = None
+    kiro_refresh_url: str | None = None
+    kiro_refresh_idc_url: str | None = None
+    kiro_default_model: str | None = None
     system_prompt_file: str | None = None
     system_prompt_mode: str = "overwrite"
     prompt_log_base_name: str = "prompt_log"

@@ -38,6 +38,7 @@ from .pool.writer import PoolWriter, watch_folder
 from .prompts import Prompts
 from .protocols import ApiProtocol
 from .protocols.errors import render_error
+from .refresher import refresher_context
 from .relay import Relay
 from .runtime import CALL, CORS_HEADERS, RUNTIME, UPSTREAM_PROTOCOL, Runtime
 from .tasks import spawn
@@ -247,6 +248,7 @@ def build_app(settings: Settings, setup: PoolSetup) -> web.Application:
     )
     app[RUNTIME] = runtime
     app.cleanup_ctx.append(_lifecycle(runtime))
+    app.cleanup_ctx.append(refresher_context(runtime))
     app.cleanup_ctx.append(prompts.context)
     endpoints.add_routes(app)
     observe.add_routes(app)

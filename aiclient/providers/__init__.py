@@ -5,7 +5,10 @@ from __future__ import annotations
 from .base import ModelList, Provider, UpstreamResponse
 from .claude import ClaudeProvider
 from .gemini import GeminiProvider
+from .gemini_cli import GeminiCLIProvider
+from .kiro import KiroProvider
 from .openai import OpenAIProvider
+from .qwen import QwenProvider
 
 __all__ = ["PROVIDERS", "ModelList", "Provider", "UpstreamResponse"]
 
@@ -13,4 +16,7 @@ PROVIDERS: dict[str, type[Provider]] = {
     OpenAIProvider.type_name: OpenAIProvider,
     ClaudeProvider.type_name: ClaudeProvider,
     GeminiProvider.type_name: GeminiProvider,
+    GeminiCLIProvider.type_name: GeminiCLIProvider,
+    QwenProvider.type_name: QwenProvider,
+    KiroProvider.type_name: KiroProvider,
 }
