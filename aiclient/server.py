@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
@@ -27,6 +28,7 @@ from .errors import (
     ClientError,
     MethodNotAllowed,
     PayloadTooLarge,
+    PoolCoolingDown,
     RouteNotFound,
     Unauthorized,
 )
@@ -88,6 +90,8 @@ def _error_response(request: web.Request, err: AiclientError) -> web.Response:
     headers = {**reply.headers, "Content-Type": reply.content_type}
     if isinstance(err, ClientError):
         headers["x-should-retry"] = "false"
+    if isinstance(err, PoolCoolingDown):
+        headers["retry-after"] = str(max(1, math.ceil(err.retry_after)))
     # An upstream may echo a credential in its error; the client never sees it.
     return web.Response(status=reply.status, body=redact_bytes(reply.body), headers=headers)
 
@@ -228,7 +232,14 @@ def _lifecycle(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[No
 
 def build_app(settings: Settings, setup: PoolSetup) -> web.Application:
     """Assemble the application for `settings` and the pool `setup` describes."""
-    pool = ProviderPool(max_error_count=settings.max_error_count)
+    pool = ProviderPool(
+        max_error_count=settings.max_error_count,
+        policy=settings.error_policy,
+        rate_limit_cooldown=settings.rate_limit_cooldown_ms / 1000,
+        rate_limit_cooldown_max=settings.rate_limit_cooldown_max_ms / 1000,
+        quota_cooldown_max=settings.quota_cooldown_max_ms / 1000,
+        strategies=settings.pool_strategies,
+    )
     pool.load(setup.nodes)
     metrics = Metrics(pool)
     prompts = Prompts(settings)

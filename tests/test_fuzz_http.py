@@ -30,7 +30,6 @@ from tests.conftest import (
 )
 from tests.fakes import FakeClaude, FakeGemini, FakeOpenAI
 
-
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "30"))  # per endpoint and upstream
 
 
