@@ -386,6 +386,17 @@ async def health(request: web.Request) -> web.StreamResponse:
         "uptimeSeconds": round(time.time() - runtime.started, 1),
         "pid": os.getpid(),
         "pools": runtime.pool.summary(),
+        "outOfRotation": [
+            {
+                "type": e.node.provider_type,
+                "instance": e.node.label,
+                "state": e.state.status,
+                "reason": e.state.reason,
+                "cooldownUntil": e.state.to_fields()["cooldownUntil"],
+            }
+            for e in runtime.pool.entries()
+            if e.state.status != "active"
+        ],
     }
     if runtime.writer is not None and runtime.writer.paused:
         data["poolFile"] = {"writeBack": "paused", "reason": "the pool file is invalid"}
