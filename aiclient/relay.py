@@ -109,6 +109,11 @@ class Call:
     conversion: Conversion | None = None
     json_array: bool = False  # a Gemini client streaming without alt=sse
     transcript: list[str] | None = None  # collects the answer text (prompt log)
+    # providerFallbackChain / modelFallbackMapping: (type, model) to try, in order,
+    # when the current type has no usable instance left; `retarget` rewrites the
+    # call for one (body, conversion, model).
+    fallbacks: list[tuple[str, str]] = field(default_factory=list)
+    retarget: Callable[[Call, str, str], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,12 +161,24 @@ class Relay:
         self, call: Call, attempt: Callable[[Lease, Provider], Awaitable[T]]
     ) -> T:
         last: UpstreamError | None = None
-        for retry in range(self.settings.request_max_retries + 1):
+        retry = -1
+        while retry < self.settings.request_max_retries:
+            retry += 1
             if retry:
                 delay = self._backoff(retry)
                 if delay:
                     await self._sleep(delay)
             lease = await self._acquire(call)
+            while lease is None and call.fallbacks and call.retarget is not None:
+                ptype, model = call.fallbacks.pop(0)
+                logger.info(
+                    "%s has no usable instance; falling back to %s (model %s)",
+                    call.provider_type,
+                    ptype,
+                    model,
+                )
+                call.retarget(call, ptype, model)
+                lease = await self._acquire(call)
             if lease is None:
                 break
             call.served_by = lease.node
@@ -256,7 +273,9 @@ class Relay:
 
     async def stream(self, call: Call, sink: ResponseSink) -> None:
         """A stream, relayed chunk by chunk as it arrives (translated if need be)."""
-        if call.conversion is not None or call.json_array:
+        if call.conversion is not None or call.json_array or call.fallbacks:
+            # A fallback may change the upstream's protocol: the pipeline is chosen
+            # per attempt there.
             await self._stream_converted(call, sink)
             return
 
