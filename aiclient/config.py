@@ -11,17 +11,20 @@ import json
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .policy import ErrorPolicy, parse_error_policy
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "KEYS",
     "PROVIDER_TYPES",
+    "STRATEGIES",
     "Key",
+    "PoolStrategy",
     "Settings",
     "load_settings",
     "normalise_model_provider",
@@ -129,6 +132,110 @@ def normalise_model_provider(value: Any) -> tuple[str, ...]:
         if name not in result:
             result.append(name)
     return tuple(result)
+
+
+STRATEGIES = ("round_robin", "weighted", "least_connections", "random", "lru", "adaptive")
+
+
+def _json_value(key: str, value: Any) -> Any:
+    """An object-valued key may come from the environment as JSON text."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{key}: invalid JSON: {exc.msg}") from None
+    return value
+
+
+def _as_type_name(key: str, value: Any) -> str:
+    if not isinstance(value, str) or value not in PROVIDER_TYPES:
+        raise ConfigError(
+            f"{key}: {value!r} is not a provider type ({', '.join(PROVIDER_TYPES)})"
+        )
+    return value
+
+
+def parse_fallback_chain(key: str, value: Any) -> dict[str, tuple[str, ...]]:
+    """providerFallbackChain: {"openai-custom": ["claude-custom", ...]}."""
+    value = _json_value(key, value)
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected an object keyed by provider type")
+    result: dict[str, tuple[str, ...]] = {}
+    for ptype, chain in value.items():
+        _as_type_name(key, ptype)
+        if isinstance(chain, str):
+            chain = [chain]
+        if not isinstance(chain, list):
+            raise ConfigError(f"{key}.{ptype}: expected a list of provider types")
+        result[ptype] = tuple(
+            _as_type_name(f"{key}.{ptype}", t) for t in chain if t != ptype
+        )
+    return result
+
+
+def parse_model_fallbacks(key: str, value: Any) -> dict[str, tuple[str, str]]:
+    """modelFallbackMapping: {"gpt-4o": {"targetProviderType": t, "targetModel": m}}."""
+    value = _json_value(key, value)
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected an object keyed by model name")
+    result: dict[str, tuple[str, str]] = {}
+    for model, target in value.items():
+        if not isinstance(target, dict):
+            raise ConfigError(f"{key}.{model}: expected an object")
+        ptype = _as_type_name(
+            f"{key}.{model}.targetProviderType", target.get("targetProviderType")
+        )
+        target_model = target.get("targetModel", model)
+        if not isinstance(target_model, str) or not target_model:
+            raise ConfigError(f"{key}.{model}.targetModel: expected a model name")
+        result[model] = (ptype, target_model)
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStrategy:
+    """How one provider type picks its instances (config.json `poolStrategies`)."""
+
+    strategy: str = "round_robin"
+    weights: Mapping[str, float] | None = None
+
+
+def parse_strategy(key: str, value: Any) -> PoolStrategy:
+    if isinstance(value, str):
+        value = {"strategy": value}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected an object with strategy and weights")
+    name = value.get("strategy", "round_robin")
+    if name not in STRATEGIES:
+        raise ConfigError(
+            f"{key}.strategy: expected one of {', '.join(STRATEGIES)}, got {name!r}"
+        )
+    raw = value.get("weights")
+    weights: dict[str, float] | None = None
+    if raw is not None:
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{key}.weights: expected an object keyed by uuid")
+        weights = {}
+        for uid, weight in raw.items():
+            if (
+                not isinstance(weight, int | float)
+                or isinstance(weight, bool)
+                or weight < 0
+            ):
+                raise ConfigError(f"{key}.weights.{uid}: expected a number >= 0")
+            weights[uid] = float(weight)
+    return PoolStrategy(name, weights)
+
+
+def parse_strategies(key: str, value: Any) -> dict[str, PoolStrategy]:
+    """poolStrategies: {"openai-custom": {"strategy": "weighted", "weights": {...}}}."""
+    value = _json_value(key, value)
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected an object keyed by provider type")
+    return {
+        _as_type_name(key, ptype): parse_strategy(f"{key}.{ptype}", spec)
+        for ptype, spec in value.items()
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +405,42 @@ KEYS: tuple[Key, ...] = (
         "--pool-write-debounce-ms",
     ),
     Key("WORKERS", "workers", _as_int, "--workers"),
+    Key(
+        "ERROR_POLICY",
+        "error_policy",
+        lambda k, v: parse_error_policy(k, _json_value(k, v)),
+        None,
+        plain_env=False,
+    ),
+    Key("RATE_LIMIT_COOLDOWN_MS", "rate_limit_cooldown_ms", _as_int, None),
+    Key("RATE_LIMIT_COOLDOWN_MAX_MS", "rate_limit_cooldown_max_ms", _as_int, None),
+    Key("QUOTA_COOLDOWN_MAX_MS", "quota_cooldown_max_ms", _as_int, None),
+    Key(
+        "HEALTH_CHECK_INTERVAL_MS",
+        "health_check_interval_ms",
+        _as_int,
+        "--health-check-interval-ms",
+    ),
+    Key("HEALTH_CHECK_TIMEOUT_MS", "health_check_timeout_ms", _as_int, None),
+    Key("HEALTH_CHECK_MAX_TOKENS", "health_check_max_tokens", _as_int, None),
+    Key("WARMUP_CONNECTIONS", "warmup_connections", _as_bool, "--warmup-connections"),
+    Key("QUEUE_TIMEOUT_MS", "queue_timeout_ms", _as_int, None),
+    Key("ADMIN_API_KEY", "admin_api_key", _as_opt_str, "--admin-api-key", secret=True),
+    Key("poolStrategies", "pool_strategies", parse_strategies, None, plain_env=False),
+    Key(
+        "providerFallbackChain",
+        "fallback_chain",
+        parse_fallback_chain,
+        None,
+        plain_env=False,
+    ),
+    Key(
+        "modelFallbackMapping",
+        "model_fallbacks",
+        parse_model_fallbacks,
+        None,
+        plain_env=False,
+    ),
     Key("METRICS_PUBLIC", "metrics_public", _as_bool, "--metrics-public"),
     Key("HOT_RELOAD", "hot_reload", _as_bool, "--hot-reload"),
     Key("HOT_RELOAD_POLLING", "hot_reload_polling", _as_bool, "--hot-reload-polling"),
@@ -315,13 +458,9 @@ _KEYS_BY_NAME = {key.name: key for key in KEYS}
 # present in users' config.json files, so they must not raise "unknown key" warnings.
 _KNOWN_LATER_KEYS = frozenset(
     {
-        "providerFallbackChain",
-        "modelFallbackMapping",
         "CREDENTIAL_SWITCH_MAX_RETRIES",
         "RATE_LIMIT_COOLDOWN_ENABLED",
-        "RATE_LIMIT_COOLDOWN_MS",
         "RATE_LIMIT_COOLDOWN_JITTER_MS",
-        "RATE_LIMIT_COOLDOWN_MAX_MS",
         "SCHEDULED_HEALTH_CHECK",
         "KIRO_OAUTH_CREDS_DIR_PATH",
         "CUSTOM_MODELS_FILE",
@@ -379,6 +518,19 @@ class Settings:
     metrics_public: bool = False
     hot_reload: bool = True
     hot_reload_polling: bool = False
+    error_policy: ErrorPolicy = field(default_factory=ErrorPolicy)
+    rate_limit_cooldown_ms: int = 30_000
+    rate_limit_cooldown_max_ms: int = 300_000
+    quota_cooldown_max_ms: int = 86_400_000
+    health_check_interval_ms: int = 60_000
+    health_check_timeout_ms: int = 15_000
+    health_check_max_tokens: int = 16
+    warmup_connections: bool = False
+    queue_timeout_ms: int = 60_000
+    admin_api_key: str | None = None
+    pool_strategies: Mapping[str, PoolStrategy] = field(default_factory=dict)
+    fallback_chain: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    model_fallbacks: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     config_file: str | None = None
     pools_file_explicit: bool = False
 

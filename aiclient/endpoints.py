@@ -24,6 +24,7 @@ from aiohttp import web
 
 from . import __version__
 from .canonical import ChatRequest, TextPart
+from .config import PROVIDER_TYPES
 from .errors import (
     AiclientError,
     InvalidRequest,
@@ -38,7 +39,7 @@ from .protocols.codecs import CODECS
 from .protocols.models import render_model_list
 from .providers import PROVIDERS, Provider
 from .relay import Call, Conversion, Relay
-from .routing import resolve_provider_type
+from .routing import resolve_provider_type, split_model_prefix
 from .runtime import CALL, CORS_HEADERS, RUNTIME, UPSTREAM_PROTOCOL, Runtime
 
 __all__ = ["add_routes"]
@@ -103,19 +104,71 @@ async def _read_json(request: web.Request) -> tuple[bytes, dict[str, Any]]:
 
 
 def _target(
-    request: web.Request, runtime: Runtime, client: ApiProtocol
+    request: web.Request,
+    runtime: Runtime,
+    client: ApiProtocol,
+    body_choice: str | None = None,
 ) -> tuple[str, type[Provider]]:
     ptype = resolve_provider_type(
         request.match_info.get("ptype"),
         request.headers.get("model-provider"),
         runtime.default_provider(client),
+        body_choice,
     )
+    return ptype, _provider_class(ptype)
+
+
+def _provider_class(ptype: str) -> type[Provider]:
     provider_cls = PROVIDERS.get(ptype)
     if provider_cls is None:
         raise UnsupportedFeature(
             f"Provider type {ptype!r} is not available in this version of aiclient"
         )
-    return ptype, provider_cls
+    return provider_cls
+
+
+def _body_choice(parsed: dict[str, Any]) -> str | None:
+    """The provider type the body asks for, if it does.
+
+    Removes a string `provider` field and the prefix from `parsed` (an object-valued
+    `provider`, OpenRouter's routing preferences, is left for the upstream)."""
+    choice: str | None = None
+    provider = parsed.get("provider")
+    if isinstance(provider, str):
+        del parsed["provider"]
+        name = provider.strip().lower()
+        if name not in PROVIDER_TYPES:
+            raise InvalidRequest(
+                f"provider: unknown provider type {provider!r}; expected one of: "
+                f"{', '.join(PROVIDER_TYPES)}"
+            )
+        choice = name
+    model = parsed.get("model")
+    if isinstance(model, str):
+        prefix, rest = split_model_prefix(model)
+        if prefix is not None:
+            parsed["model"] = rest
+            choice = choice or prefix
+    return choice
+
+
+def _fallbacks(runtime: Runtime, ptype: str, model: str) -> list[tuple[str, str]]:
+    """providerFallbackChain then modelFallbackMapping, for types this pool serves."""
+    settings = runtime.settings
+    chain = [(t, model) for t in settings.fallback_chain.get(ptype, ())]
+    if model in settings.model_fallbacks:
+        chain.append(settings.model_fallbacks[model])
+    seen = {(ptype, model)}
+    result = []
+    for target in chain:
+        if (
+            target not in seen
+            and target[0] in PROVIDERS
+            and runtime.pool.has_type(target[0])
+        ):
+            seen.add(target)
+            result.append(target)
+    return result
 
 
 def _body_model(parsed: dict[str, Any]) -> str:
@@ -151,14 +204,13 @@ async def _generate(
     runtime = _runtime(request)
     settings = runtime.settings
     body, parsed = await _read_json(request)
-    ptype, provider_cls = _target(request, runtime, client)
-    upstream = provider_cls.protocol
-    request[UPSTREAM_PROTOCOL] = upstream
+    choice = _body_choice(parsed)
+    changed = choice is not None
+    ptype, provider_cls = _target(request, runtime, client, choice)
     model = path_model if path_model is not None else _body_model(parsed)
     if stream is None:
         stream = _body_stream(parsed)
     prompts = runtime.prompts
-    changed = False
     if prompts is not None and prompts.system_text is not None:
         parsed = apply_system_prompt(
             client, parsed, prompts.system_text, settings.system_prompt_mode
@@ -168,19 +220,32 @@ async def _generate(
     if prompts is not None and prompts.logging:
         prompts.log("INPUT", last_message_text(client, parsed))
         transcript = []
-    conversion = None
-    if upstream is client:
-        if client is ApiProtocol.CLAUDE and "max_tokens" not in parsed:
-            parsed["max_tokens"] = settings.default_max_tokens
-            changed = True
-        if changed:
-            body = orjson.dumps(parsed)
-    else:
-        canonical = replace(_canonical(client, parsed, model, path_model), stream=stream)
+    streaming = stream
+
+    def build(upstream: ApiProtocol, target_model: str) -> tuple[bytes, Conversion | None]:
+        """The upstream body for `upstream` and `target_model`."""
+        request[UPSTREAM_PROTOCOL] = upstream
+        if upstream is client:
+            out, dirty = parsed, changed
+            if path_model is None and out.get("model") != target_model:
+                out, dirty = {**out, "model": target_model}, True
+            if client is ApiProtocol.CLAUDE and "max_tokens" not in out:
+                out, dirty = {**out, "max_tokens": settings.default_max_tokens}, True
+            return (orjson.dumps(out) if dirty else body), None
+        canonical = replace(
+            _canonical(client, parsed, target_model, path_model), stream=streaming
+        )
         if upstream is ApiProtocol.CLAUDE and canonical.max_tokens is None:
             canonical = replace(canonical, max_tokens=settings.default_max_tokens)
-        body = orjson.dumps(CODECS[upstream].request_from_canonical(canonical))
-        conversion = Conversion(canonical, upstream)
+        converted = orjson.dumps(CODECS[upstream].request_from_canonical(canonical))
+        return converted, Conversion(canonical, upstream)
+
+    def retarget(call: Call, target_type: str, target_model: str) -> None:
+        upstream = _provider_class(target_type).protocol
+        call.body, call.conversion = build(upstream, target_model)
+        call.provider_type, call.model = target_type, target_model
+
+    body, conversion = build(provider_cls.protocol, model)
     call = Call(
         client,
         ptype,
@@ -191,6 +256,8 @@ async def _generate(
         conversion=conversion,
         json_array=json_array,
         transcript=transcript,
+        fallbacks=_fallbacks(runtime, ptype, model),
+        retarget=retarget,
     )
     request[CALL] = call
     relay = _relay(runtime)
@@ -386,6 +453,17 @@ async def health(request: web.Request) -> web.StreamResponse:
         "uptimeSeconds": round(time.time() - runtime.started, 1),
         "pid": os.getpid(),
         "pools": runtime.pool.summary(),
+        "outOfRotation": [
+            {
+                "type": e.node.provider_type,
+                "instance": e.node.label,
+                "state": e.state.status,
+                "reason": e.state.reason,
+                "cooldownUntil": e.state.to_fields()["cooldownUntil"],
+            }
+            for e in runtime.pool.entries()
+            if e.state.status != "active"
+        ],
     }
     if runtime.writer is not None and runtime.writer.paused:
         data["poolFile"] = {"writeBack": "paused", "reason": "the pool file is invalid"}

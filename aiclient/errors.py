@@ -13,6 +13,8 @@
                                                         express part of the request
   x UnsupportedFeature                  501     no      a path this build cannot serve yet
   x NoProviderAvailable                 503     no      no usable instance of a type
+    + PoolCoolingDown                   429             every usable one is cooling
+    + ConcurrencyLimited                429             concurrencyLimit and queue full
   x UpstreamError                       502     varies  .node_uuid
     + UpstreamHTTPError                 (its own)  .body, .headers, .retry_after
     + UpstreamTimeout                   504     yes
@@ -29,12 +31,14 @@ __all__ = [
     "CLIENT_FAULT_STATUSES",
     "AiclientError",
     "ClientError",
+    "ConcurrencyLimited",
     "ConfigError",
     "InvalidRequest",
     "MethodNotAllowed",
     "ModelNotFound",
     "NoProviderAvailable",
     "PayloadTooLarge",
+    "PoolCoolingDown",
     "RouteNotFound",
     "Unauthorized",
     "UnsupportedConversion",
@@ -119,6 +123,23 @@ class UnsupportedFeature(AiclientError):
 class NoProviderAvailable(AiclientError):
     status = 503
     kind = "overloaded_error"
+
+
+class PoolCoolingDown(NoProviderAvailable):
+    """Every instance that could serve is in a cooldown; `retry_after` says how long
+    until the first one is tried again (sent as the Retry-After header)."""
+
+    status = 429
+    kind = "rate_limit_error"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ConcurrencyLimited(NoProviderAvailable):
+    status = 429
+    kind = "rate_limit_error"
 
 
 class UpstreamError(AiclientError):

@@ -163,15 +163,30 @@ class _Collector(Collector):
                 labels=labels,
             ),
         }
+        states = GaugeMetricFamily(
+            "aiclient_instance_state",
+            "1 for the instance's current state (active, cooling, standby, recovering), "
+            "labelled with its reason.",
+            labels=[*labels, "state", "reason"],
+        )
+        until = GaugeMetricFamily(
+            "aiclient_instance_cooldown_until_seconds",
+            "When a cooling instance is tried again (Unix time); 0 when not cooling.",
+            labels=labels,
+        )
         for entry in self.m.pool.entries():
             key = [entry.node.provider_type, entry.node.uuid, names[entry.node.uuid]]
             state = entry.state
+            states.add_metric([*key, state.status, state.reason or ""], 1.0)
+            until.add_metric(key, state.cooldown_until or 0.0)
             usable = state.healthy and not entry.node.disabled
             gauges["in_flight"].add_metric(key, state.in_flight)
             gauges["healthy"].add_metric(key, 1.0 if usable else 0.0)
             gauges["usage"].add_metric(key, state.usage_count)
             gauges["errors"].add_metric(key, state.error_count)
         yield from gauges.values()
+        yield states
+        yield until
         paused = GaugeMetricFamily(
             "aiclient_pool_file_paused",
             "1 while write-back waits for a broken pool file to be fixed.",
@@ -197,6 +212,10 @@ def instance_status(metrics: Metrics) -> dict[str, Any]:
                 "uuid": node.uuid,
                 "customName": node.custom_name,
                 "state": status,
+                "status": state.status,
+                "reason": state.reason,
+                "since": state.since,
+                "cooldownUntil": state.to_fields()["cooldownUntil"],
                 "usageCount": state.usage_count,
                 "errorCount": state.error_count,
                 "inFlight": state.in_flight,

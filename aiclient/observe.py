@@ -133,7 +133,9 @@ function render(data) {
       const state = cell(row, "");
       const badge = document.createElement("span");
       badge.className = "state " + inst.state;
-      badge.textContent = inst.state;
+      badge.textContent = inst.status === "active" ? inst.state :
+        inst.status + (inst.reason ? " (" + inst.reason + ")" : "") +
+        (inst.cooldownUntil ? " until " + inst.cooldownUntil : "");
       state.appendChild(badge);
       cell(row, inst.usageCount, "num");
       cell(row, inst.errorCount, "num");

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
@@ -28,7 +30,9 @@ from .canonical import ChatRequest, StreamEvent, TextDelta
 from .config import Settings
 from .errors import (
     AiclientError,
+    ConcurrencyLimited,
     NoProviderAvailable,
+    PoolCoolingDown,
     UpstreamError,
     UpstreamHTTPError,
     UpstreamProtocolError,
@@ -105,6 +109,11 @@ class Call:
     conversion: Conversion | None = None
     json_array: bool = False  # a Gemini client streaming without alt=sse
     transcript: list[str] | None = None  # collects the answer text (prompt log)
+    # providerFallbackChain / modelFallbackMapping: (type, model) to try, in order,
+    # when the current type has no usable instance left; `retarget` rewrites the
+    # call for one (body, conversion, model).
+    fallbacks: list[tuple[str, str]] = field(default_factory=list)
+    retarget: Callable[[Call, str, str], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,12 +161,24 @@ class Relay:
         self, call: Call, attempt: Callable[[Lease, Provider], Awaitable[T]]
     ) -> T:
         last: UpstreamError | None = None
-        for retry in range(self.settings.request_max_retries + 1):
+        retry = -1
+        while retry < self.settings.request_max_retries:
+            retry += 1
             if retry:
                 delay = self._backoff(retry)
                 if delay:
                     await self._sleep(delay)
-            lease = self.pool.acquire(call.provider_type, call.model, call.tried)
+            lease = await self._acquire(call)
+            while lease is None and call.fallbacks and call.retarget is not None:
+                ptype, model = call.fallbacks.pop(0)
+                logger.info(
+                    "%s has no usable instance; falling back to %s (model %s)",
+                    call.provider_type,
+                    ptype,
+                    model,
+                )
+                call.retarget(call, ptype, model)
+                lease = await self._acquire(call)
             if lease is None:
                 break
             call.served_by = lease.node
@@ -188,9 +209,49 @@ class Relay:
         if last is not None:
             raise last
         model = f" for model {call.model!r}" if call.model else ""
+        wait = self.pool.soonest_return(call.provider_type, call.model, call.tried)
+        if wait is not None:
+            raise PoolCoolingDown(
+                f"every instance of provider type {call.provider_type!r}{model} is "
+                f"cooling down; retry in {math.ceil(wait)} s",
+                wait,
+            )
         raise NoProviderAvailable(
             f"no healthy instance of provider type {call.provider_type!r}{model}"
         )
+
+    async def _acquire(self, call: Call) -> Lease | None:
+        """An instance for the next attempt; when every usable one is at its
+        concurrencyLimit, wait in the type's bounded queue (QUEUE_TIMEOUT_MS)."""
+        pool, ptype = self.pool, call.provider_type
+        lease = pool.acquire(ptype, call.model, call.tried)
+        if lease is not None:
+            return lease
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.queue_timeout_ms / 1000
+        while lease is None:
+            room = pool.saturated(ptype, call.model, call.tried)
+            if not room:
+                return None
+            queue = pool.waiters.setdefault(ptype, deque())
+            if len(queue) >= room:
+                raise ConcurrencyLimited(
+                    "Too many requests: account concurrency limit and queue reached"
+                )
+            waiter: asyncio.Future[None] = loop.create_future()
+            queue.append(waiter)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+            except TimeoutError:
+                raise ConcurrencyLimited(
+                    "Too many requests: no instance slot freed within QUEUE_TIMEOUT_MS"
+                ) from None
+            finally:
+                if waiter in queue:
+                    queue.remove(waiter)
+            lease = pool.acquire(ptype, call.model, call.tried)
+        return lease
 
     async def complete(self, call: Call) -> Reply:
         """A non-streaming request: the upstream answer is read whole, then returned."""
@@ -212,7 +273,9 @@ class Relay:
 
     async def stream(self, call: Call, sink: ResponseSink) -> None:
         """A stream, relayed chunk by chunk as it arrives (translated if need be)."""
-        if call.conversion is not None or call.json_array:
+        if call.conversion is not None or call.json_array or call.fallbacks:
+            # A fallback may change the upstream's protocol: the pipeline is chosen
+            # per attempt there.
             await self._stream_converted(call, sink)
             return
 

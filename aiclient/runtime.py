@@ -13,6 +13,7 @@ from .metrics import Metrics
 from .pool import ProviderPool
 from .pool.schema import TYPE_SPECS
 from .pool.writer import PoolWriter
+from .probes import HealthChecker
 from .prompts import Prompts
 from .protocols import ApiProtocol
 from .relay import Call, Relay
@@ -42,6 +43,7 @@ class Runtime:
     writer: PoolWriter | None = None
     demo_url: str | None = None
     prompts: Prompts | None = None
+    checker: HealthChecker | None = None
     started: float = field(default_factory=time.time)
 
     def default_provider(self, client: ApiProtocol | None = None) -> str | None:

@@ -11,13 +11,14 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 import aiohttp
 from aiohttp import web
 
-from . import endpoints, observe
+from . import admin, endpoints, observe
 from .bootstrap import PoolSetup
 from .config import Settings
 from .demo import DemoUpstream, demo_nodes
@@ -27,14 +28,16 @@ from .errors import (
     ClientError,
     MethodNotAllowed,
     PayloadTooLarge,
+    PoolCoolingDown,
     RouteNotFound,
     Unauthorized,
 )
 from .log import redact_bytes, register_secrets
 from .metrics import Metrics
-from .pool import ProviderPool
+from .pool import Entry, ProviderPool
 from .pool.models import ProviderNode
 from .pool.writer import PoolWriter, watch_folder
+from .probes import HealthChecker
 from .prompts import Prompts
 from .protocols import ApiProtocol
 from .protocols.errors import render_error
@@ -89,12 +92,26 @@ def _error_response(request: web.Request, err: AiclientError) -> web.Response:
     headers = {**reply.headers, "Content-Type": reply.content_type}
     if isinstance(err, ClientError):
         headers["x-should-retry"] = "false"
+    if isinstance(err, PoolCoolingDown):
+        headers["retry-after"] = str(max(1, math.ceil(err.retry_after)))
     # An upstream may echo a credential in its error; the client never sees it.
     return web.Response(status=reply.status, body=redact_bytes(reply.body), headers=headers)
 
 
+def _admin_gate(request: web.Request, admin_key: bytes | None) -> None:
+    """The admin API: 404 without ADMIN_API_KEY; else its own bearer key, only."""
+    if admin_key is None:
+        raise RouteNotFound("Not Found")
+    auth = request.headers.get("Authorization", "")
+    given = auth[7:].strip().encode() if auth[:7].lower() == "bearer " else b""
+    if not hmac.compare_digest(given, admin_key):
+        raise Unauthorized("Unauthorized: the admin API needs ADMIN_API_KEY.")
+
+
 def _make_middleware(runtime: Runtime) -> Callable[..., Awaitable[web.StreamResponse]]:
     key = runtime.settings.required_api_key.encode()
+    admin = runtime.settings.admin_api_key
+    admin_key = admin.encode() if admin else None
     public_paths = {"/health", "/status"}
     if runtime.settings.metrics_public:
         public_paths.add("/metrics")
@@ -113,7 +130,9 @@ def _make_middleware(runtime: Runtime) -> Callable[..., Awaitable[web.StreamResp
             return web.Response(status=204, headers=CORS_HEADERS)
         response: web.StreamResponse
         try:
-            if key and not public(request) and not _authorized(request, key):
+            if request.path.startswith("/admin/"):
+                _admin_gate(request, admin_key)
+            elif key and not public(request) and not _authorized(request, key):
                 raise Unauthorized(_UNAUTHORIZED)
             response = await handler(request)
         except AiclientError as err:
@@ -193,6 +212,10 @@ def _lifecycle(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[No
                     runtime.demo_url,
                 )
             runtime.relay = Relay(settings, runtime.pool, session)
+            checker = runtime.checker = HealthChecker(settings, runtime.pool, runtime.relay)
+            tasks.append(spawn(checker.run(stop_watching), name="health-checks"))
+            if settings.warmup_connections:
+                tasks.append(spawn(_warm_up(runtime.relay), name="warm-up"))
             pool_file = runtime.setup.pool_file
             if pool_file is not None:
                 writer = PoolWriter(
@@ -215,6 +238,8 @@ def _lifecycle(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[No
         finally:
             # Stop the background tasks between syncs, never in the middle of one.
             stop_watching.set()
+            if runtime.checker is not None:
+                runtime.checker.close()
             if runtime.writer is not None:
                 runtime.writer.close()
             for task in tasks:
@@ -232,9 +257,29 @@ def _lifecycle(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[No
     return context
 
 
+async def _warm_up(relay: Relay) -> None:
+    """Open a connection to every upstream before the first request (a model-list
+    call: not billed); failures only log, they judge nothing."""
+
+    async def one(entry: Entry) -> None:
+        try:
+            await relay.provider_for(entry).models({})
+        except AiclientError as exc:
+            logger.info("warm-up of %s failed: %s", entry.node.label, exc.message)
+
+    await asyncio.gather(*(one(e) for e in list(relay.pool.entries())))
+
+
 def build_app(settings: Settings, setup: PoolSetup) -> web.Application:
     """Assemble the application for `settings` and the pool `setup` describes."""
-    pool = ProviderPool(max_error_count=settings.max_error_count)
+    pool = ProviderPool(
+        max_error_count=settings.max_error_count,
+        policy=settings.error_policy,
+        rate_limit_cooldown=settings.rate_limit_cooldown_ms / 1000,
+        rate_limit_cooldown_max=settings.rate_limit_cooldown_max_ms / 1000,
+        quota_cooldown_max=settings.quota_cooldown_max_ms / 1000,
+        strategies=settings.pool_strategies,
+    )
     pool.load(setup.nodes)
     metrics = Metrics(pool)
     prompts = Prompts(settings)
@@ -252,6 +297,7 @@ def build_app(settings: Settings, setup: PoolSetup) -> web.Application:
     app.cleanup_ctx.append(prompts.context)
     endpoints.add_routes(app)
     observe.add_routes(app)
+    admin.add_routes(app)
     return app
 
 

@@ -96,6 +96,9 @@ async def test_upstream_errors_keep_status_and_message_in_client_shape(
         "claude": "Invalid request.",
         "gemini": "HTTP 400",
     }
+    pool = proxy.runtime.pool
+    for entry in pool.entries():  # the 429 put the instance in a cooldown
+        pool.reset(entry)
     fake.reply_status(400)
     status, raw, _ = await post(proxy, client, upstream, path, body)
     assert status == 400

@@ -59,8 +59,10 @@ async def test_retryable_failure_fails_over_to_another_instance(
     assert result.choices[0].message.content == fake_openai_2.default_text
     assert (fake_openai.hits, fake_openai_2.hits) == (1, 1)
     first, second = state(two, "first"), state(two, "second")
-    assert (first.error_count, first.usage_count) == (1, 0)
+    counted = failure not in ("429", "401")  # a cooldown and a standby instead
+    assert (first.error_count, first.usage_count) == (int(counted), 0)
     assert first.last_error_time is not None
+    assert first.status == {"429": "cooling", "401": "standby"}.get(failure, "active")
     assert (second.error_count, second.usage_count) == (0, 1)
 
 

@@ -138,6 +138,10 @@ def test_write_back_changes_only_server_fields_and_keeps_formatting(
                 "errorCount": 0,
                 "lastUsed": None,
                 "lastErrorTime": None,
+                "state": "active",
+                "stateReason": None,
+                "stateSince": None,
+                "cooldownUntil": None,
                 "note": "ünïcode kept",
             },
             {
@@ -148,6 +152,10 @@ def test_write_back_changes_only_server_fields_and_keeps_formatting(
                 "errorCount": 0,
                 "lastUsed": None,
                 "lastErrorTime": None,
+                "state": "active",
+                "stateReason": None,
+                "stateSince": None,
+                "cooldownUntil": None,
             },
         ]
     }
@@ -266,7 +274,7 @@ def test_a_stale_copy_saved_later_loses_no_counts(tmp_path: Path) -> None:
     path = pools_file(tmp_path, json.dumps(data, indent=2))
     store, pool = load(path)
     clock = iter(range(1_700_000_000, 1_700_000_100)).__next__
-    pool._clock = lambda: float(clock())
+    pool.clock = lambda: float(clock())
 
     def serve(uid: str, count: int, *, fail: bool = False) -> None:
         for _ in range(count):

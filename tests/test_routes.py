@@ -142,6 +142,9 @@ async def test_health_needs_no_auth_and_shows_no_secrets(proxy: Proxy) -> None:
         "healthy": 1,
         "unhealthy": 0,
         "disabled": 0,
+        "cooling": 0,
+        "standby": 0,
+        "recovering": 0,
     }
     text = str(body)
     for secret in (API_KEY, OPENAI_KEY, CLAUDE_KEY):

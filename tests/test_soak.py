@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from aiclient.policy import ErrorPolicy
 from tests.conftest import API_KEY, StartProxy, openai_instance
 from tests.fakes import FakeOpenAI
 
@@ -77,6 +78,7 @@ async def test_random_faults_never_reach_the_client_and_nothing_leaks(
             ]
         },
         max_error_count=0,
+        error_policy=ErrorPolicy({"*": {"rate_limited": "count"}}),  # no cooldowns
         request_max_retries=2,
         read_timeout_ms=1000,
     )

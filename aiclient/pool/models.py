@@ -8,26 +8,37 @@ survives such replacements by uuid. Timestamps are kept in the pool file's own t
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
     "SERVER_FIELDS",
+    "STATUSES",
     "NodeState",
     "ProviderNode",
     "iso_now",
+    "parse_iso",
 ]
 
 # The fields the server keeps up to date in provider_pools.json, in the order it adds them.
+# `isHealthy` keeps the original's meaning (false while the instance is out); `state`,
+# `stateReason`, `stateSince` and `cooldownUntil` say why and until when.
 SERVER_FIELDS: tuple[str, ...] = (
     "isHealthy",
     "usageCount",
     "errorCount",
     "lastUsed",
     "lastErrorTime",
+    "state",
+    "stateReason",
+    "stateSince",
+    "cooldownUntil",
 )
+
+STATUSES = ("active", "cooling", "standby", "recovering")
 
 _iso_cache: tuple[int, str] = (-1, "")
 
@@ -46,6 +57,19 @@ def iso_now(now: float | None = None) -> str:
     return text
 
 
+def parse_iso(text: Any) -> float | None:
+    """Seconds since the epoch of an ISO-8601 stamp (as `iso_now` writes), else None."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return stamp.timestamp()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProviderNode:
     """One instance of a pool as the operator configured it (credentials included)."""
@@ -57,6 +81,29 @@ class ProviderNode:
     disabled: bool = False
     check_model: str | None = None
     not_supported_models: frozenset[str] = frozenset()
+
+    @property
+    def check_health(self) -> bool:
+        return self.settings.get("checkHealth") is True
+
+    @property
+    def concurrency_limit(self) -> int:
+        value = self.settings.get("concurrencyLimit")
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    @property
+    def queue_limit(self) -> int | None:
+        value = self.settings.get("queueLimit")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        return None
+
+    @property
+    def weight(self) -> float | None:
+        value = self.settings.get("weight")
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            return float(value)
+        return None
 
     @property
     def label(self) -> str:
@@ -72,33 +119,74 @@ class ProviderNode:
 
 @dataclass(slots=True)
 class NodeState:
-    """What the server records about an instance; mirrors the pool file's fields."""
+    """What the server records about an instance; mirrors the pool file's fields.
 
-    healthy: bool = True
+    `status` is one of STATUSES; the transitions live in pool/health.py. The fields
+    after `in_flight` are memory only.
+    """
+
+    status: str = "active"
+    reason: str | None = None
+    since: str | None = None
+    cooldown_until: float | None = None  # seconds since the epoch
     usage_count: int = 0
     error_count: int = 0
     last_used: str | None = None
     last_error_time: str | None = None
     in_flight: int = 0
+    strikes: int = 0  # rate limits in a row (exponential cooldown)
+    probing: bool = False  # a health probe is running
+    picked: int = 0  # selection sequence number of the last pick (lru)
+    latency: float | None = None  # EWMA of successful attempts, seconds
+    error_rate: float = 0.0  # EWMA of failures (1) and successes (0)
+    last_error: str | None = None
+    history: deque[tuple[str, str, str | None]] = field(
+        default_factory=lambda: deque(maxlen=8)
+    )  # (time, status, reason) of the last transitions
+
+    @property
+    def healthy(self) -> bool:
+        """The pool file's `isHealthy`: true only while the instance takes traffic."""
+        return self.status == "active"
+
+    @healthy.setter
+    def healthy(self, value: bool) -> None:
+        if value and self.status != "active":
+            self.status, self.reason, self.cooldown_until = "active", None, None
+            self.strikes = 0
+        elif not value and self.status == "active":
+            self.status, self.reason = "standby", "manual"
 
     def to_fields(self) -> dict[str, Any]:
+        until = self.cooldown_until
         return {
             "isHealthy": self.healthy,
             "usageCount": self.usage_count,
             "errorCount": self.error_count,
             "lastUsed": self.last_used,
             "lastErrorTime": self.last_error_time,
+            "state": self.status,
+            "stateReason": self.reason,
+            "stateSince": self.since,
+            "cooldownUntil": None if until is None else iso_now(until),
         }
 
     @classmethod
     def from_fields(cls, data: Mapping[str, Any]) -> NodeState:
-        return cls(
-            healthy=bool(data.get("isHealthy", True)),
+        state = cls(
             usage_count=int(data.get("usageCount") or 0),
             error_count=int(data.get("errorCount") or 0),
             last_used=data.get("lastUsed"),
             last_error_time=data.get("lastErrorTime"),
         )
+        for name in ("state", "stateReason", "stateSince", "cooldownUntil"):
+            if name in data:
+                state.set_field(name, data[name])
+        if data.get("isHealthy") is False and state.status == "active":
+            state.status, state.reason = "standby", "error_threshold"
+        elif data.get("isHealthy", True) is not False:
+            state.healthy = True
+        return state
 
     def set_field(self, name: str, value: Any) -> None:
         if name == "isHealthy":
@@ -111,3 +199,12 @@ class NodeState:
             self.last_used = value
         elif name == "lastErrorTime":
             self.last_error_time = value
+        elif name == "state":
+            if value in STATUSES:
+                self.status = value
+        elif name == "stateReason":
+            self.reason = value if isinstance(value, str) else None
+        elif name == "stateSince":
+            self.since = value if isinstance(value, str) else None
+        elif name == "cooldownUntil":
+            self.cooldown_until = parse_iso(value)

@@ -38,6 +38,7 @@ __all__ = [
     "atomic_write",
     "merge_field",
     "parse_pools",
+    "reconcile",
 ]
 
 Fields = dict[str, Any]
@@ -217,9 +218,35 @@ def merge_field(name: str, base: Any, disk: Any, mine: Any) -> Any:
         return mine
     if mine == base:
         return disk
-    if name in ("lastUsed", "lastErrorTime") and disk is not None and mine is not None:
+    if name in _NEWEST and disk is not None and mine is not None:
         return max(str(disk), str(mine))
     return disk
+
+
+_NEWEST = ("lastUsed", "lastErrorTime", "stateSince", "cooldownUntil")
+
+
+def reconcile(base: Fields, disk: Mapping[str, Any], merged: Fields) -> None:
+    """Make `isHealthy` and `state` agree after a field-by-field merge.
+
+    Whichever of the two was edited on disk wins: the user writing `isHealthy: true`
+    brings the instance back (the original's way), writing `state: "active"` does too,
+    and `isHealthy: false` alone means standby(manual).
+    """
+    healthy = merged.get("isHealthy") is not False
+    active = merged.get("state", "active") == "active"
+    if healthy == active:
+        return
+    flag_edited = (disk.get("isHealthy") is not False) != (
+        base.get("isHealthy") is not False
+    )
+    if flag_edited or disk.get("state") == base.get("state"):
+        if healthy:
+            merged.update(state="active", stateReason=None, cooldownUntil=None)
+        else:
+            merged.update(state="standby", stateReason="manual")
+    else:
+        merged["isHealthy"] = active
 
 
 @dataclass(slots=True)
@@ -386,10 +413,14 @@ class PoolFile:
                     continue
                 if uid in mine:
                     base = base_version.get(uid, {})
-                    for name in SERVER_FIELDS:
-                        inst[name] = merge_field(
+                    result = {
+                        name: merge_field(
                             name, base.get(name), inst.get(name), mine[uid].get(name)
                         )
+                        for name in SERVER_FIELDS
+                    }
+                    reconcile(base, inst, result)
+                    inst.update(result)
                 elif new_config is not None and uid in new_config:
                     defaults = NodeState.from_fields(inst).to_fields()
                     for name in SERVER_FIELDS:
