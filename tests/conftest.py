@@ -85,6 +85,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 @pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """A test that runs the CLI in-process (which sets up logging) leaves no trace."""
+    root, ours = logging.getLogger(), logging.getLogger("aiclient")
+    handlers, root_level, our_level = list(root.handlers), root.level, ours.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(root_level)
+    ours.setLevel(our_level)
+
+
+@pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Tests never depend on the developer's proxies, keys, AICLIENT_* settings or the
     config.json / provider_pools.json of the folder they were started in."""

@@ -128,8 +128,12 @@ async def test_refused_refresh_fails_over_and_keeps_the_file(
     for _ in range(2):
         status, body = await chat(proxy)
         assert status == 200, body
-    assert proxy.runtime.pool.failures == {("dead", "auth"): 2}
-    assert oauth.hits == 2  # the refused refresh was not tried again at once
+    # The refused refresh takes the instance out (standby, auth_failed) at once, so
+    # the second request goes straight to the good one.
+    assert proxy.runtime.pool.failures == {("dead", "auth"): 1}
+    state = proxy.runtime.pool.get("dead").state  # type: ignore[union-attr]
+    assert (state.status, state.reason) == ("standby", "auth_failed")
+    assert oauth.hits == 2  # one refused refresh (dead) and one good one
     assert dead.read_bytes() == content  # never deleted, never rewritten
 
 
