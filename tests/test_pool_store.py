@@ -305,3 +305,32 @@ def test_a_stale_copy_saved_later_loses_no_counts(tmp_path: Path) -> None:
     assert written["b"]["isHealthy"] is True
     assert written["b"]["errorCount"] == 0
     assert pool.get("b").state.healthy  # type: ignore[union-attr]
+
+
+def test_a_copy_from_before_the_first_write_takes_no_instance_out(tmp_path: Path) -> None:
+    """A copy saved from before the server first wrote its fields lacks them; missing
+    is not an edit, so nothing goes out of rotation, even once the version it started
+    from is older than the merge history (it went out: standby, manual)."""
+    original = json.dumps(
+        {"openai-custom": [{"OPENAI_API_KEY": "k", "uuid": "a"}]}, indent=2
+    )
+    path = pools_file(tmp_path, original)
+    store, pool = load(path)
+    for _ in range(300):  # more syncs than the history keeps
+        lease = pool.acquire("openai-custom")
+        assert lease is not None
+        lease.success()
+        store.sync(pool.snapshot_fields())
+    assert "state" in json.loads(path.read_text())["openai-custom"][0]
+    stale = json.loads(original)
+    stale["openai-custom"][0]["note"] = "edited"
+    path.write_text(json.dumps(stale, indent=2))
+    snapshot = pool.snapshot_fields()
+    result = store.sync(snapshot)
+    pool.apply_merged(snapshot, result.merged)
+    written = json.loads(path.read_text())["openai-custom"][0]
+    assert written["note"] == "edited"
+    assert written["isHealthy"] is True
+    assert written["state"] == "active"
+    assert written["usageCount"] == 300
+    assert pool.get("a").state.healthy  # type: ignore[union-attr]

@@ -413,13 +413,17 @@ class PoolFile:
                     continue
                 if uid in mine:
                     base = base_version.get(uid, {})
-                    result = {
-                        name: merge_field(
-                            name, base.get(name), inst.get(name), mine[uid].get(name)
-                        )
+                    # A field missing from the file was not edited: a copy saved from
+                    # before the server first wrote it simply lacks it (null is an edit).
+                    disk = {
+                        name: inst[name] if name in inst else base.get(name)
                         for name in SERVER_FIELDS
                     }
-                    reconcile(base, inst, result)
+                    result = {
+                        name: merge_field(name, base.get(name), disk[name], mine[uid][name])
+                        for name in SERVER_FIELDS
+                    }
+                    reconcile(base, disk, result)
                     inst.update(result)
                 elif new_config is not None and uid in new_config:
                     defaults = NodeState.from_fields(inst).to_fields()
