@@ -33,6 +33,7 @@ def _start(index: int, serve: Callable[[int], int]) -> int:
     except BaseException:
         logger.exception("worker %d failed", index)
     finally:
+        logging.shutdown()  # os._exit skips it: write the last log lines first
         os._exit(code)
 
 

@@ -1,6 +1,7 @@
 """The yardstick for scripts/bench.py: a bare aiohttp + uvloop relay that does nothing else.
 
-No auth, no pool, no logging, no failover: it forwards /v1/chat/completions and
+No auth, no pool, no logging, no failover (a /health for the benchmark to wait on): it
+forwards /v1/chat/completions and
 /v1/messages to the first openai-custom / claude-custom instance of a pool file and
 relays the answer (a stream chunk by chunk). Whatever the proxy costs above this is the
 price of being a proxy rather than a pipe.
@@ -67,8 +68,12 @@ def main() -> None:
         yield
         await box[0].close()
 
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "healthy"})
+
     app = web.Application()
     app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/health", health)
     app.router.add_post(
         "/v1/chat/completions",
         _relay(
