@@ -89,10 +89,12 @@ def restore_logging() -> Iterator[None]:
     """A test that runs the CLI in-process (which sets up logging) leaves no trace."""
     root, ours = logging.getLogger(), logging.getLogger("aiclient")
     handlers, root_level, our_level = list(root.handlers), root.level, ours.level
+    switches = (logging._srcfile, logging.logThreads, logging.logMultiprocessing)
     yield
     root.handlers[:] = handlers
     root.setLevel(root_level)
     ours.setLevel(our_level)
+    logging._srcfile, logging.logThreads, logging.logMultiprocessing = switches
 
 
 @pytest.fixture(autouse=True)
