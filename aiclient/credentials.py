@@ -265,6 +265,28 @@ _REGISTRIES: weakref.WeakKeyDictionary[
 ] = weakref.WeakKeyDictionary()
 
 
+class SnakeCaseCredential(Credential):
+    """Files in the Google / Qwen CLI layout: `access_token`, `refresh_token` and
+    `expiry_date` in milliseconds."""
+
+    def access_token(self) -> str | None:
+        value = (self.data or {}).get("access_token")
+        return value if isinstance(value, str) and value else None
+
+    def expires_at(self) -> float | None:
+        value = (self.data or {}).get("expiry_date")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value) / 1000
+        return None
+
+    def refresh_token(self) -> str:
+        """The refresh token to exchange. Raises RefreshFailed when there is none."""
+        value = (self.data or {}).get("refresh_token")
+        if not isinstance(value, str) or not value:
+            raise RefreshFailed("the credentials have no refresh_token: log in again")
+        return value
+
+
 def shared_credential(
     session: aiohttp.ClientSession, key: tuple[str, str], build: Callable[[], Credential]
 ) -> Credential:

@@ -14,9 +14,6 @@ https://cloudcode-pa.googleapis.com); for gemini-custom it is the Gemini API's.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC
@@ -26,7 +23,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ..credentials import Credential, RefreshFailed
+from ..credentials import Credential, RefreshFailed, SnakeCaseCredential
 from ..errors import UpstreamProtocolError
 from ..protocols import ApiProtocol
 from ..sse import SSEDecoder
@@ -91,7 +88,7 @@ def _google_refresh(
     return fields
 
 
-class GoogleCredential(Credential):
+class GoogleCredential(SnakeCaseCredential):
     """google-auth-library's oauth_creds.json: access_token, refresh_token, expiry_date
     (ms since the epoch), scope, token_type, id_token."""
 
@@ -113,42 +110,14 @@ class GoogleCredential(Credential):
         self.project: str | None = None  # discovered once, shared by its providers
         self.project_lock = asyncio.Lock()
 
-    def access_token(self) -> str | None:
-        value = (self.data or {}).get("access_token")
-        return value if isinstance(value, str) and value else None
-
-    def expires_at(self) -> float | None:
-        value = (self.data or {}).get("expiry_date")
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value) / 1000
-        return None
-
     async def exchange(self, session: aiohttp.ClientSession) -> dict[str, Any]:
-        refresh_token = (self.data or {}).get("refresh_token")
-        if not isinstance(refresh_token, str) or not refresh_token:
-            raise RefreshFailed("the credentials have no refresh_token: log in again")
         return await asyncio.to_thread(
             _google_refresh,
-            refresh_token,
+            self.refresh_token(),
             self.token_url,
             self.client_id,
             self.client_secret,
         )
-
-
-def decode_inline(value: str, what: str) -> dict[str, Any]:
-    """A base64 JSON object (…_CREDS_BASE64). Raises RefreshFailed."""
-    try:
-        data = orjson.loads(base64.b64decode(value, validate=False))
-    except (binascii.Error, ValueError):
-        raise RefreshFailed(f"{what} is not base64-encoded JSON") from None
-    if not isinstance(data, dict):
-        raise RefreshFailed(f"{what} does not hold a JSON object")
-    return data
-
-
-def inline_key(value: str) -> str:
-    return "b64:" + hashlib.sha256(value.encode()).hexdigest()[:32]
 
 
 def _fill_roles(request: dict[str, Any]) -> dict[str, Any]:
@@ -218,22 +187,7 @@ class GeminiCLIProvider(OAuthProvider):
     )
 
     def credential_source(self) -> tuple[tuple[str, str], Callable[[], Credential]]:
-        inline = self.setting("GEMINI_OAUTH_CREDS_BASE64")
-        path = self.path_setting("GEMINI_OAUTH_CREDS_FILE_PATH")
-        if path is None and not inline:
-            path = Path(DEFAULT_CREDS_PATH).expanduser()
-        key = (self.type_name, str(path) if path is not None else inline_key(str(inline)))
-
-        def build() -> Credential:
-            data = None
-            if path is None:
-                try:
-                    data = decode_inline(str(inline), "GEMINI_OAUTH_CREDS_BASE64")
-                except RefreshFailed as exc:
-                    logger.warning(
-                        "%s instance %s: %s", self.type_name, self.node.label, exc
-                    )
-                    data = {}
+        def make(path: Path | None, data: dict[str, Any] | None) -> Credential:
             return GoogleCredential(
                 path,
                 data,
@@ -246,7 +200,12 @@ class GeminiCLIProvider(OAuthProvider):
                 ),
             )
 
-        return key, build
+        return self.file_or_inline(
+            "GEMINI_OAUTH_CREDS_FILE_PATH",
+            "GEMINI_OAUTH_CREDS_BASE64",
+            DEFAULT_CREDS_PATH,
+            make,
+        )
 
     @property
     def google(self) -> GoogleCredential:

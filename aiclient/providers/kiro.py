@@ -33,7 +33,6 @@ from ..protocols import ApiProtocol
 from ..protocols.errors import render_error
 from ..protocols.kiro import KiroStream, kiro_message, kiro_request
 from .base import ModelList, UpstreamResponse
-from .gemini_cli import decode_inline, inline_key
 from .oauth import OAuthProvider, RewrittenResponse
 
 __all__ = ["KIRO_MODELS", "KiroCredential", "KiroProvider"]
@@ -152,22 +151,7 @@ class KiroProvider(OAuthProvider):
     static_models = tuple(KIRO_MODELS)
 
     def credential_source(self) -> tuple[tuple[str, str], Callable[[], Credential]]:
-        inline = self.setting("KIRO_OAUTH_CREDS_BASE64")
-        path = self.path_setting("KIRO_OAUTH_CREDS_FILE_PATH")
-        if path is None and not inline:
-            path = Path(DEFAULT_CREDS_PATH).expanduser()
-        key = (self.type_name, str(path) if path is not None else inline_key(str(inline)))
-
-        def build() -> Credential:
-            data = None
-            if path is None:
-                try:
-                    data = decode_inline(str(inline), "KIRO_OAUTH_CREDS_BASE64")
-                except RefreshFailed as exc:
-                    logger.warning(
-                        "%s instance %s: %s", self.type_name, self.node.label, exc
-                    )
-                    data = {}
+        def make(path: Path | None, data: dict[str, Any] | None) -> Credential:
             return KiroCredential(
                 path,
                 data,
@@ -175,7 +159,12 @@ class KiroProvider(OAuthProvider):
                 refresh_idc_url=self.setting("KIRO_REFRESH_IDC_URL") or None,
             )
 
-        return key, build
+        return self.file_or_inline(
+            "KIRO_OAUTH_CREDS_FILE_PATH",
+            "KIRO_OAUTH_CREDS_BASE64",
+            DEFAULT_CREDS_PATH,
+            make,
+        )
 
     @property
     def kiro(self) -> KiroCredential:

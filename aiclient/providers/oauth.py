@@ -11,13 +11,17 @@ raises CredentialError (an auth failure of this instance only).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import logging
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import aiohttp
+import orjson
 
 from ..config import Settings
 from ..credentials import Credential, CredentialError, RefreshFailed, shared_credential
@@ -25,11 +29,32 @@ from ..errors import UpstreamHTTPError, UpstreamProtocolError
 from ..pool.models import ProviderNode
 from .base import Provider, UpstreamResponse
 
-__all__ = ["OAuthProvider", "RewrittenResponse", "StreamRewriter"]
+__all__ = [
+    "OAuthProvider",
+    "RewrittenResponse",
+    "StreamRewriter",
+    "decode_inline",
+    "inline_key",
+]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def decode_inline(value: str, what: str) -> dict[str, Any]:
+    """A base64 JSON object (…_CREDS_BASE64). Raises RefreshFailed."""
+    try:
+        data = orjson.loads(base64.b64decode(value, validate=False))
+    except (binascii.Error, ValueError):
+        raise RefreshFailed(f"{what} is not base64-encoded JSON") from None
+    if not isinstance(data, dict):
+        raise RefreshFailed(f"{what} does not hold a JSON object")
+    return data
+
+
+def inline_key(value: str) -> str:
+    return "b64:" + hashlib.sha256(value.encode()).hexdigest()[:32]
 
 
 class OAuthProvider(Provider):
@@ -62,6 +87,35 @@ class OAuthProvider(Provider):
     def path_setting(self, key: str) -> Path | None:
         value = self.setting(key)
         return Path(str(value)).expanduser() if value else None
+
+    def file_or_inline(
+        self,
+        file_key: str,
+        inline_key_name: str,
+        default_path: str,
+        make: Callable[[Path | None, dict[str, Any] | None], Credential],
+    ) -> tuple[tuple[str, str], Callable[[], Credential]]:
+        """The credential_source of a type read from a file (`file_key`, else
+        `default_path`) or from inline base64 JSON (`inline_key_name`)."""
+        inline = self.setting(inline_key_name)
+        path = self.path_setting(file_key)
+        if path is None and not inline:
+            path = Path(default_path).expanduser()
+        key = (self.type_name, str(path) if path is not None else inline_key(str(inline)))
+
+        def build() -> Credential:
+            data = None
+            if path is None:
+                try:
+                    data = decode_inline(str(inline), inline_key_name)
+                except RefreshFailed as exc:
+                    logger.warning(
+                        "%s instance %s: %s", self.type_name, self.node.label, exc
+                    )
+                    data = {}
+            return make(path, data)
+
+        return key, build
 
     def credential_failure(self, exc: RefreshFailed) -> CredentialError:
         return CredentialError(

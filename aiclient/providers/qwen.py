@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ..credentials import Credential, RefreshFailed
+from ..credentials import Credential, RefreshFailed, SnakeCaseCredential
 from ..protocols import ApiProtocol
 from .base import UpstreamResponse, base_url
 from .oauth import OAuthProvider
@@ -46,7 +46,7 @@ def normalise_resource_url(value: str) -> str:
     return url
 
 
-class QwenCredential(Credential):
+class QwenCredential(SnakeCaseCredential):
     kind = "openai-qwen-oauth"
 
     def __init__(self, path: Path, *, token_url: str, client_id: str) -> None:
@@ -54,20 +54,8 @@ class QwenCredential(Credential):
         self.token_url = token_url
         self.client_id = client_id
 
-    def access_token(self) -> str | None:
-        value = (self.data or {}).get("access_token")
-        return value if isinstance(value, str) and value else None
-
-    def expires_at(self) -> float | None:
-        value = (self.data or {}).get("expiry_date")
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value) / 1000
-        return None
-
     async def exchange(self, session: aiohttp.ClientSession) -> dict[str, Any]:
-        refresh_token = (self.data or {}).get("refresh_token")
-        if not isinstance(refresh_token, str) or not refresh_token:
-            raise RefreshFailed("the credentials have no refresh_token: log in again")
+        refresh_token = self.refresh_token()
         form = {
             "grant_type": "refresh_token",
             "refresh_token": refresh_token,
