@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 from aiohttp.test_utils import TestServer
 from blockbuster import BlockBuster, blockbuster_ctx
@@ -209,6 +210,23 @@ class Proxy:
 
 
 StartProxy = Callable[..., Awaitable[Proxy]]
+
+CHAT_REQUEST = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+
+
+async def send_chats(proxy: Proxy, count: int = 1, concurrency: int = 20) -> None:
+    """`count` chat completions through the proxy with the openai SDK, `concurrency` at
+    a time; any failure raises."""
+    async with openai.AsyncOpenAI(
+        base_url=f"{proxy.url}/v1", api_key=API_KEY, max_retries=0
+    ) as client:
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one() -> None:
+            async with gate:
+                await client.chat.completions.create(**CHAT_REQUEST)  # type: ignore[call-overload]
+
+        await asyncio.gather(*(one() for _ in range(count)))
 
 
 @pytest.fixture

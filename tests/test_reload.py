@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import openai
 import pytest
 
 from aiclient.pool import store
@@ -24,10 +23,9 @@ from tests.conftest import (
     claude_instance,
     openai_instance,
     read_pools,
+    send_chats,
 )
 from tests.fakes import FakeClaude, FakeOpenAI
-
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
 
 
 def editor_save(path: Path, data: Any) -> None:
@@ -43,19 +41,6 @@ async def wait_for(condition: Callable[[], bool], within: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
-
-
-async def send(proxy: Proxy, count: int = 1, concurrency: int = 20, **kw: Any) -> None:
-    async with openai.AsyncOpenAI(
-        base_url=f"{proxy.url}/v1", api_key=API_KEY, max_retries=0
-    ) as client:
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one() -> None:
-            async with gate:
-                await client.chat.completions.create(**CHAT, **kw)  # type: ignore[call-overload]
-
-        await asyncio.gather(*(one() for _ in range(count)))
 
 
 def uuids(proxy: Proxy) -> set[str]:
@@ -82,7 +67,7 @@ def pools(proxy: Proxy) -> Path:
 async def test_added_instance_joins_and_is_filled_in(
     proxy: Proxy, fake_openai: FakeOpenAI
 ) -> None:
-    await send(proxy, 4)
+    await send_chats(proxy, 4)
     await proxy.flush()
     data = read_pools(pools(proxy))
     new = openai_instance(fake_openai, "x")
@@ -102,7 +87,7 @@ async def test_added_instance_joins_and_is_filled_in(
     assert written["isHealthy"] is True
     assert (written["usageCount"], written["errorCount"]) == (0, 0)
     assert written["customName"] == "added by hand"
-    await send(proxy, 6)
+    await send_chats(proxy, 6)
     assert added.state.usage_count == 2
     a, b = proxy.runtime.pool.get("a"), proxy.runtime.pool.get("b")
     assert a is not None and b is not None
@@ -113,7 +98,7 @@ async def test_removed_instance_leaves_but_its_request_finishes(
     proxy: Proxy, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.reply_slow_first_byte(0.5)
-    in_flight = asyncio.ensure_future(send(proxy, 1))
+    in_flight = asyncio.ensure_future(send_chats(proxy, 1))
     await fake_openai.wait_for_hits(1)
     data = read_pools(pools(proxy))
     serving = next(i for i in data["openai-custom"] if i["uuid"] == "a")
@@ -121,7 +106,7 @@ async def test_removed_instance_leaves_but_its_request_finishes(
     editor_save(pools(proxy), data)
     await wait_for(lambda: uuids(proxy) == {"b"})
     await in_flight  # finishes on the removed instance
-    await send(proxy, 3)
+    await send_chats(proxy, 3)
     await proxy.flush()
     written = read_pools(pools(proxy))["openai-custom"]
     assert [i["uuid"] for i in written] == ["b"]
@@ -132,7 +117,7 @@ async def test_rotated_key_is_used_from_the_next_request(
     proxy: Proxy, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.api_keys.add("sk-rotated")
-    await send(proxy, 2)
+    await send_chats(proxy, 2)
     data = read_pools(pools(proxy))
     for inst in data["openai-custom"]:
         inst["OPENAI_API_KEY"] = "sk-rotated"
@@ -144,7 +129,7 @@ async def test_rotated_key_is_used_from_the_next_request(
         )
     )
     fake_openai.clear()
-    await send(proxy, 4)
+    await send_chats(proxy, 4)
     keys = {r.headers["authorization"] for r in fake_openai.requests}
     assert keys == {"Bearer sk-rotated"}
     entry = proxy.runtime.pool.get("a")
@@ -159,7 +144,7 @@ async def test_disabling_and_adding_a_type_take_effect(
     data["claude-custom"] = [claude_instance(fake_claude, "c")]
     editor_save(pools(proxy), data)
     await wait_for(lambda: proxy.runtime.pool.has_type("claude-custom"))
-    await send(proxy, 4)
+    await send_chats(proxy, 4)
     a = proxy.runtime.pool.get("a")
     assert a is not None and a.state.usage_count == 0
     async with aiohttp.ClientSession() as http:
@@ -180,7 +165,7 @@ async def test_user_resets_win_over_memory(proxy: Proxy) -> None:
     """Setting isHealthy back to true or usageCount to 0 by hand means it."""
     entry = proxy.runtime.pool.get("a")
     assert entry is not None
-    await send(proxy, 6)
+    await send_chats(proxy, 6)
     entry.state.healthy = False
     entry.state.error_count = 3
     await proxy.flush()
@@ -206,7 +191,7 @@ async def test_own_writes_never_trigger_a_reload(
 
     monkeypatch.setattr(writer, "_apply_config", counting)
     for _ in range(5):
-        await send(proxy, 3)
+        await send_chats(proxy, 3)
         await proxy.flush()
     await asyncio.sleep(0.6)  # let the watcher see our own writes
     assert reloads == []
@@ -215,13 +200,13 @@ async def test_own_writes_never_trigger_a_reload(
 async def test_bad_edit_is_reported_kept_and_survived(
     proxy: Proxy, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await send(proxy, 2)
+    await send_chats(proxy, 2)
     await proxy.flush()
     good = read_pools(pools(proxy))
     broken = pools(proxy).read_text().replace('"uuid": "b"', '"uuid": "b",,', 1)
     pools(proxy).write_text(broken)
     await wait_for(lambda: proxy.runtime.writer is not None and proxy.runtime.writer.paused)
-    await send(proxy, 5)  # still served, from the last good pool
+    await send_chats(proxy, 5)  # still served, from the last good pool
     await proxy.flush()
     await proxy.flush()
     assert pools(proxy).read_text() == broken  # never overwritten
@@ -248,7 +233,7 @@ async def test_invalid_instance_edit_names_the_field(
     data["openai-custom"][1]["usageCount"] = "lots"
     editor_save(pools(proxy), data)
     await wait_for(lambda: "openai-custom[1].usageCount" in caplog.text)
-    await send(proxy, 2)
+    await send_chats(proxy, 2)
     assert uuids(proxy) == {"a", "b"}
 
 
@@ -269,7 +254,7 @@ async def test_a_save_racing_our_write_is_merged_not_lost(
         return real(path, data)
 
     monkeypatch.setattr(store, "atomic_write", racing_write)
-    await send(proxy, 3)
+    await send_chats(proxy, 3)
     await proxy.flush()
     written = read_pools(pools(proxy))["openai-custom"]
     assert raced
@@ -308,7 +293,7 @@ async def test_concurrent_requests_edits_and_a_polling_reader(
     thread = threading.Thread(target=reader)
     thread.start()
     try:
-        await asyncio.gather(send(proxy, 200, concurrency=200), editor())
+        await asyncio.gather(send_chats(proxy, 200, concurrency=200), editor())
         await asyncio.sleep(0.6)  # the watcher picks up the last edit
         await proxy.flush()
     finally:

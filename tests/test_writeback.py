@@ -7,27 +7,11 @@ import json
 import threading
 from pathlib import Path
 
-import openai
 import pytest
 
 from aiclient.pool import store
-from tests.conftest import API_KEY, Proxy, StartProxy, openai_instance, read_pools
+from tests.conftest import StartProxy, openai_instance, read_pools, send_chats
 from tests.fakes import FakeOpenAI
-
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
-
-
-async def send(proxy: Proxy, count: int, concurrency: int = 20) -> None:
-    async with openai.AsyncOpenAI(
-        base_url=f"{proxy.url}/v1", api_key=API_KEY, max_retries=0
-    ) as client:
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one() -> None:
-            async with gate:
-                await client.chat.completions.create(**CHAT)  # type: ignore[call-overload]
-
-        await asyncio.gather(*(one() for _ in range(count)))
 
 
 async def test_counters_are_written_to_the_named_file_not_the_cwd(
@@ -42,7 +26,7 @@ async def test_counters_are_written_to_the_named_file_not_the_cwd(
         },
     )
     fake_openai.reply_status(500)
-    await send(proxy, 9)
+    await send_chats(proxy, 9)
     await proxy.flush()
     assert proxy.pools_path is not None
     written = read_pools(proxy.pools_path)["openai-custom"]
@@ -70,7 +54,7 @@ async def test_writes_are_debounced_not_one_per_request(
     proxy = await start_proxy(
         {"openai-custom": [openai_instance(fake_openai, "a")]}, pool_write_debounce_ms=300
     )
-    await send(proxy, 100)
+    await send_chats(proxy, 100)
     await proxy.flush()
     assert 1 <= len(writes) <= 6
     assert proxy.pools_path is not None
@@ -101,7 +85,7 @@ async def test_a_reader_never_sees_a_partial_file(
     thread = threading.Thread(target=reader)
     thread.start()
     try:
-        await send(proxy, 200)
+        await send_chats(proxy, 200)
         await proxy.flush()
     finally:
         stop.set()
@@ -118,8 +102,8 @@ async def test_state_is_flushed_when_the_server_stops(
         {"openai-custom": [openai_instance(fake_openai, "a")]},
         pool_write_debounce_ms=60_000,
     )
-    await send(proxy, 1)  # the first change is written at once ...
-    await send(proxy, 3)  # ... the rest waits for the debounce period, or shutdown
+    await send_chats(proxy, 1)  # the first change is written at once ...
+    await send_chats(proxy, 3)  # ... the rest waits for the debounce period, or shutdown
     await proxy.server.close()
     assert proxy.pools_path is not None
     assert read_pools(proxy.pools_path)["openai-custom"][0]["usageCount"] == 4
@@ -149,7 +133,7 @@ async def test_unwritable_folder_is_logged_and_retried(
     store_module_write = store.atomic_write
     store.atomic_write = failing
     try:
-        await send(proxy, 2)
+        await send_chats(proxy, 2)
         writer = proxy.runtime.writer
         assert writer is not None
         for _ in range(200):
