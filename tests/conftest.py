@@ -22,6 +22,7 @@ from aiclient.config import Settings
 from aiclient.runtime import RUNTIME, Runtime
 from aiclient.server import build_app
 from tests.fakes import FakeClaude, FakeGemini, FakeOpenAI
+from tests.fakes.oauth import FakeOAuth
 
 API_KEY = "test-client-key"
 OPENAI_KEY = "sk-test"
@@ -130,6 +131,13 @@ async def fake_openai_2() -> AsyncIterator[FakeOpenAI]:
 @pytest.fixture
 async def fake_claude() -> AsyncIterator[FakeClaude]:
     async with FakeClaude() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def oauth() -> AsyncIterator[FakeOAuth]:
+    """Google's, Qwen's and Kiro's token endpoints on one fake."""
+    async with FakeOAuth() as fake:
         yield fake
 
 

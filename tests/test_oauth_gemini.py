@@ -31,12 +31,6 @@ def no_onboard_wait(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-async def oauth() -> AsyncIterator[FakeOAuth]:
-    async with FakeOAuth() as fake:
-        yield fake
-
-
-@pytest.fixture
 async def code_assist(oauth: FakeOAuth) -> AsyncIterator[FakeCodeAssist]:
     async with FakeCodeAssist(oauth.access_tokens) as fake:
         yield fake

@@ -192,12 +192,6 @@ def test_single_message_gets_the_system_prompt_and_a_final_assistant_turn_contin
 
 
 @pytest.fixture
-async def oauth() -> AsyncIterator[FakeOAuth]:
-    async with FakeOAuth() as fake:
-        yield fake
-
-
-@pytest.fixture
 async def kiro(oauth: FakeOAuth) -> AsyncIterator[FakeKiro]:
     async with FakeKiro(oauth.access_tokens) as fake:
         yield fake

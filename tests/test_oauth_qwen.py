@@ -29,12 +29,6 @@ CHAT = {"model": "qwen3-coder-plus", "messages": [{"role": "user", "content": "H
 
 
 @pytest.fixture
-async def oauth() -> AsyncIterator[FakeOAuth]:
-    async with FakeOAuth() as fake:
-        yield fake
-
-
-@pytest.fixture
 async def qwen(oauth: FakeOAuth) -> AsyncIterator[FakeOpenAI]:
     async with FakeOpenAI(models=("qwen3-coder-plus",)) as fake:
         fake.api_keys = oauth.access_tokens  # tokens the fake token endpoint issued

@@ -63,11 +63,7 @@ class FakeClaude(FakeUpstream):
         api_keys: Iterable[str] = ("sk-ant-test",),
         models: Sequence[str] = ("claude-sonnet-4-6", "claude-haiku-4-5"),
     ) -> None:
-        super().__init__()
-        self.api_keys: set[str] = set(api_keys)
-        self.models: list[str] = list(models)
-        self.unknown_models: set[str] = set()
-        self.force_tool_call: tuple[str, str] | None = None
+        super().__init__(api_keys, models)
         self.allow_bearer = True  # False: only `x-api-key` authenticates
         router = self.app.router
         router.add_post("/v1/messages", self.generation_route(self.answer_messages))

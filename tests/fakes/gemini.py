@@ -53,11 +53,7 @@ class FakeGemini(FakeUpstream):
         api_keys: Iterable[str] = ("gm-test",),
         models: Sequence[str] = ("gemini-2.5-flash", "gemini-2.5-pro"),
     ) -> None:
-        super().__init__()
-        self.api_keys: set[str] = set(api_keys)
-        self.models: list[str] = list(models)
-        self.unknown_models: set[str] = set()
-        self.force_tool_call: tuple[str, str] | None = None
+        super().__init__(api_keys, models)
         self._generate = self.generation_route(self.answer_generate)
         self._count = self.plain_route(self.answer_count)
         router = self.app.router

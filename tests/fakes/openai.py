@@ -84,11 +84,7 @@ class FakeOpenAI(FakeUpstream):
         api_keys: Iterable[str] = ("sk-test",),
         models: Sequence[str] = ("gpt-4o-mini", "gpt-4.1"),
     ) -> None:
-        super().__init__()
-        self.api_keys: set[str] = set(api_keys)
-        self.models: list[str] = list(models)
-        self.unknown_models: set[str] = set()
-        self.force_tool_call: tuple[str, str] | None = None
+        super().__init__(api_keys, models)
         router = self.app.router
         router.add_post("/v1/chat/completions", self.generation_route(self.answer_chat))
         router.add_get("/v1/models", self.plain_route(self.answer_models))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -66,7 +66,11 @@ class FakeUpstream:
 
     name = "upstream"
 
-    def __init__(self) -> None:
+    def __init__(self, api_keys: Iterable[str] = (), models: Sequence[str] = ()) -> None:
+        self.api_keys: set[str] = set(api_keys)
+        self.models: list[str] = list(models)
+        self.unknown_models: set[str] = set()
+        self.force_tool_call: tuple[str, str] | None = None
         self.app = web.Application()
         self.requests: list[RecordedRequest] = []
         self.hits = 0
