@@ -37,6 +37,7 @@ from .errors import (
     UpstreamHTTPError,
     UpstreamProtocolError,
 )
+from .http_client import HttpClient
 from .pipeline import Framer, JSONArrayFramer, StreamPipeline, TextTap
 from .pool import Entry, Lease, ProviderNode, ProviderPool
 from .protocols import ApiProtocol
@@ -129,19 +130,21 @@ class Relay:
         settings: Settings,
         pool: ProviderPool,
         session: aiohttp.ClientSession,
+        http: HttpClient,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.settings = settings
         self.pool = pool
         self.session = session
+        self.http = http
         self._sleep = sleep
 
     def provider_for(self, entry: Entry) -> Provider:
         client = entry.client
         if client is None:
             client = PROVIDERS[entry.node.provider_type](
-                entry.node, self.settings, self.session
+                entry.node, self.settings, self.session, self.http
             )
             entry.client = client
         assert isinstance(client, Provider)

@@ -32,6 +32,7 @@ from .errors import (
     RouteNotFound,
     Unauthorized,
 )
+from .http_client import HttpClient
 from .log import redact_bytes, register_secrets
 from .metrics import Metrics
 from .pool import Entry, ProviderPool
@@ -197,6 +198,12 @@ def _lifecycle(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[No
             # must never travel with another instance's requests.
             cookie_jar=aiohttp.DummyCookieJar(),
         )
+        # The request path's own lean keep-alive client (see http_client.py); the
+        # ClientSession above only serves OAuth token exchanges.
+        http = HttpClient(
+            connect_timeout=settings.connect_timeout_ms / 1000,
+            read_timeout=settings.read_timeout_ms / 1000,
+        )
         demo: DemoUpstream | None = None
         tasks: list[asyncio.Task[None]] = []
         stop_watching = asyncio.Event()
@@ -211,7 +218,7 @@ def _lifecycle(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[No
                     "Create provider_pools.json to use real providers.",
                     runtime.demo_url,
                 )
-            runtime.relay = Relay(settings, runtime.pool, session)
+            runtime.relay = Relay(settings, runtime.pool, session, http)
             checker = runtime.checker = HealthChecker(settings, runtime.pool, runtime.relay)
             tasks.append(spawn(checker.run(stop_watching), name="health-checks"))
             if settings.warmup_connections:
@@ -250,6 +257,7 @@ def _lifecycle(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[No
                     await runtime.writer.sync()
                 except Exception:
                     logger.exception("final write of the pool file failed")
+            await http.close()
             await session.close()
             if demo is not None:
                 await demo.close()

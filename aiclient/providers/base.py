@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from .. import http_client
 from ..config import Settings
 from ..errors import (
     UnsupportedFeature,
@@ -43,12 +44,22 @@ def base_url(value: str | None, default: str) -> str:
 
 
 def map_client_error(exc: BaseException, node_uuid: str | None) -> UpstreamError:
-    """Translate an aiohttp/asyncio failure into our taxonomy (no URLs, no secrets)."""
+    """Translate a transport failure into our taxonomy (no URLs, no secrets)."""
     if isinstance(exc, UpstreamError):
         return exc
+    if isinstance(exc, http_client.InvalidRequest):
+        return UpstreamProtocolError(
+            f"the upstream request cannot be sent: {exc}", node_uuid=node_uuid
+        )
+    if isinstance(exc, http_client.InvalidResponse):
+        return UpstreamProtocolError(
+            f"the upstream answer is not valid HTTP: {exc}", node_uuid=node_uuid
+        )
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return UpstreamTimeout("the upstream did not answer in time", node_uuid=node_uuid)
-    if isinstance(exc, aiohttp.ClientPayloadError):
+    if isinstance(exc, http_client.ConnectError):
+        return UpstreamConnectError(str(exc), node_uuid=node_uuid)
+    if isinstance(exc, http_client.Disconnected | aiohttp.ClientPayloadError):
         return UpstreamConnectError(
             "the upstream connection broke before the answer was complete",
             node_uuid=node_uuid,
@@ -58,7 +69,7 @@ def map_client_error(exc: BaseException, node_uuid: str | None) -> UpstreamError
         return UpstreamConnectError(
             f"cannot connect to the upstream ({reason})", node_uuid=node_uuid
         )
-    if isinstance(exc, aiohttp.ClientError | OSError):
+    if isinstance(exc, aiohttp.ClientError | OSError | http_client.HttpClientError):
         return UpstreamConnectError(
             f"the upstream connection failed ({type(exc).__name__})",
             node_uuid=node_uuid,
@@ -66,6 +77,9 @@ def map_client_error(exc: BaseException, node_uuid: str | None) -> UpstreamError
     return UpstreamProtocolError(
         f"unexpected upstream failure ({type(exc).__name__})", node_uuid=node_uuid
     )
+
+
+_TRANSPORT_ERRORS = (TimeoutError, http_client.HttpClientError, OSError)
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -93,7 +107,7 @@ class UpstreamResponse:
 
     __slots__ = ("_resp", "headers", "node_uuid", "status")
 
-    def __init__(self, resp: aiohttp.ClientResponse, node_uuid: str) -> None:
+    def __init__(self, resp: http_client.Response, node_uuid: str) -> None:
         self._resp = resp
         self.status = resp.status
         self.headers = resp.headers
@@ -107,21 +121,15 @@ class UpstreamResponse:
         """The whole body; a cut or stalled body raises an UpstreamError."""
         try:
             return await self._resp.read()
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except _TRANSPORT_ERRORS as exc:
             raise map_client_error(exc, self.node_uuid) from exc
-        finally:
-            self._resp.release()
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive; a cut or stalled stream raises an UpstreamError."""
-        content = self._resp.content
         try:
-            while True:
-                chunk = await content.readany()
-                if not chunk:
-                    return
+            async for chunk in self._resp.chunks():
                 yield chunk
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except _TRANSPORT_ERRORS as exc:
             raise map_client_error(exc, self.node_uuid) from exc
 
     def close(self) -> None:
@@ -148,11 +156,16 @@ class Provider:
     static_models: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
-        self, node: ProviderNode, settings: Settings, session: aiohttp.ClientSession
+        self,
+        node: ProviderNode,
+        settings: Settings,
+        session: aiohttp.ClientSession,
+        http: http_client.HttpClient,
     ) -> None:
         self.node = node
         self.settings = settings
-        self.session = session
+        self.session = session  # token exchanges (rare; full client features)
+        self.http = http  # the request path (lean keep-alive client)
 
     def setting(self, key: str) -> Any:
         """The instance's value for a config key, else config.json's."""
@@ -185,16 +198,14 @@ class Provider:
     ) -> UpstreamResponse:
         uid = self.node.uuid
         try:
-            resp = await self.session.request(method, url, data=body, headers=headers)
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            resp = await self.http.request(method, url, body, headers)
+        except _TRANSPORT_ERRORS as exc:
             raise map_client_error(exc, uid) from exc
         if resp.status >= 300:
             try:
-                payload = await resp.content.read(_ERROR_BODY_LIMIT)
-            except (TimeoutError, aiohttp.ClientError, OSError):
+                payload = await resp.read(_ERROR_BODY_LIMIT)
+            except _TRANSPORT_ERRORS:
                 payload = b""
-            finally:
-                resp.release()
             raise UpstreamHTTPError(
                 resp.status,
                 payload,

@@ -26,6 +26,7 @@ import orjson
 from ..config import Settings
 from ..credentials import Credential, CredentialError, RefreshFailed, shared_credential
 from ..errors import UpstreamHTTPError, UpstreamProtocolError
+from ..http_client import HttpClient
 from ..pool.models import ProviderNode
 from .base import Provider, UpstreamResponse
 
@@ -63,9 +64,13 @@ class OAuthProvider(Provider):
     auth_statuses: ClassVar[frozenset[int]] = frozenset({401})
 
     def __init__(
-        self, node: ProviderNode, settings: Settings, session: aiohttp.ClientSession
+        self,
+        node: ProviderNode,
+        settings: Settings,
+        session: aiohttp.ClientSession,
+        http: HttpClient,
     ) -> None:
-        super().__init__(node, settings, session)
+        super().__init__(node, settings, session, http)
         self._credential: Credential | None = None
 
     @abstractmethod
