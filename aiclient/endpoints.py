@@ -186,11 +186,18 @@ def _body_stream(parsed: dict[str, Any]) -> bool:
 
 
 def _canonical(
-    client: ApiProtocol, parsed: dict[str, Any], model: str, path_model: str | None
+    client: ApiProtocol,
+    parsed: dict[str, Any],
+    model: str,
+    path_model: str | None,
+    **changes: Any,
 ) -> ChatRequest:
-    return replace(
-        CODECS[client].request_to_canonical(parsed, model=path_model), model=model
-    )
+    """The client's request in canonical form for `model`, with `changes` applied: one
+    copy of the (18-field, frozen) request rather than one per change."""
+    canonical = CODECS[client].request_to_canonical(parsed, model=path_model)
+    changes["model"] = model
+    changes = {k: v for k, v in changes.items() if getattr(canonical, k) != v}
+    return replace(canonical, **changes) if changes else canonical
 
 
 async def _generate(
@@ -232,9 +239,7 @@ async def _generate(
             if client is ApiProtocol.CLAUDE and "max_tokens" not in out:
                 out, dirty = {**out, "max_tokens": settings.default_max_tokens}, True
             return (orjson.dumps(out) if dirty else body), None
-        canonical = replace(
-            _canonical(client, parsed, target_model, path_model), stream=streaming
-        )
+        canonical = _canonical(client, parsed, target_model, path_model, stream=streaming)
         if upstream is ApiProtocol.CLAUDE and canonical.max_tokens is None:
             canonical = replace(canonical, max_tokens=settings.default_max_tokens)
         converted = orjson.dumps(CODECS[upstream].request_from_canonical(canonical))

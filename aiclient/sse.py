@@ -41,50 +41,49 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         buffer = self._buffer + chunk if self._buffer else chunk
-        events: list[SSEEvent] = []
-        start = 0
-        size = len(buffer)
-        while start < size:
-            nl = buffer.find(b"\n", start)
-            cr = buffer.find(b"\r", start, nl if nl >= 0 else size)
-            if cr >= 0:
-                if cr + 1 == size:  # a `\r` at the end: wait to see whether `\n` follows
-                    break
-                end, after = cr, cr + 2 if buffer[cr + 1] == 0x0A else cr + 1
-            elif nl >= 0:
-                end, after = nl, nl + 1
-            else:
-                break
-            self._line(buffer[start:end], events)
-            start = after
-        self._buffer = buffer[start:]
-        return events
+        held = b""
+        if b"\r" in buffer:
+            if buffer[-1] == 0x0D:  # a `\r` at the end: wait to see whether `\n` follows
+                buffer, held = buffer[:-1], b"\r"
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        cut = buffer.rfind(b"\n")
+        if cut < 0:
+            self._buffer = buffer + held
+            return []
+        self._buffer = buffer[cut + 1 :] + held
+        # No UTF-8 sequence spans a line end, so whole lines decode on their own.
+        return self._lines(buffer[:cut].decode("utf-8", "replace").split("\n"))
 
     def close(self) -> list[SSEEvent]:
-        events: list[SSEEvent] = []
-        if self._buffer:
-            self._line(self._buffer.rstrip(b"\r"), events)
-            self._buffer = b""
-        self._line(b"", events)
-        return events
+        rest = self._buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        self._buffer = b""
+        lines = rest.decode("utf-8", "replace").split("\n") if rest else []
+        lines.append("")
+        return self._lines(lines)
 
-    def _line(self, raw: bytes, events: list[SSEEvent]) -> None:
-        if not raw:
-            if self._data:
-                events.append(SSEEvent(self._event, "\n".join(self._data)))
-            self._event = None
-            self._data = []
-            return
-        line = raw.decode("utf-8", "replace")
-        if line[0] == ":":
-            return
-        name, colon, value = line.partition(":")
-        if colon and value[:1] == " ":
-            value = value[1:]
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value or None
+    def _lines(self, lines: list[str]) -> list[SSEEvent]:
+        events: list[SSEEvent] = []
+        data = self._data
+        event = self._event
+        for line in lines:
+            if not line:
+                if data:
+                    events.append(SSEEvent(event, "\n".join(data)))
+                    data = []
+                event = None
+            elif line.startswith("data:"):
+                data.append(line[6:] if line[5:6] == " " else line[5:])
+            elif line[0] != ":":
+                name, colon, value = line.partition(":")
+                if colon and value[:1] == " ":
+                    value = value[1:]
+                if name == "data":
+                    data.append(value)
+                elif name == "event":
+                    event = value or None
+        self._data = data
+        self._event = event
+        return events
 
 
 _OPEN = frozenset(b"{[")

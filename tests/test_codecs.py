@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import itertools
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aiclient.canonical import ChatRequest, ChatResponse, StreamEvent
+from aiclient.canonical import (
+    ChatRequest,
+    ChatResponse,
+    Message,
+    MessageStart,
+    ReasoningDelta,
+    Role,
+    StreamEvent,
+    TextDelta,
+    TextPart,
+)
 from aiclient.errors import InvalidRequest, UnsupportedConversion
 from aiclient.protocols import ApiProtocol
+from aiclient.protocols.claude.stream import ClaudeStreamEncoder
 from aiclient.protocols.codecs import CODECS
+from aiclient.protocols.openai.stream import OpenAIStreamEncoder
 from aiclient.sse import SSEDecoder, encode_sse
 from tests.strategies import (
     answer_summary,
@@ -102,3 +115,24 @@ def test_arbitrary_bodies_fail_only_with_typed_errors(
         CODECS[protocol].request_to_canonical(body, model="m")
     except (InvalidRequest, UnsupportedConversion):
         pass
+
+
+@pytest.mark.parametrize(
+    "text", ["hi", 'quote " and \\ backslash', "line\nbreak\ttab", "émoji 🦀 \u2028", "</"]
+)
+def test_text_delta_fast_paths_write_what_the_general_encoders_write(text: str) -> None:
+    """Text deltas skip building a dict (the hot path of a converted stream); the bytes
+    must be exactly those of the general path, or clients would see a different stream."""
+    request = ChatRequest(
+        model='m "quoted"', messages=(Message(Role.USER, (TextPart(text="x"),)),)
+    )
+    openai = OpenAIStreamEncoder(request)
+    openai.feed(MessageStart("abc", "upstream-model"))
+    (fast,) = openai.feed(TextDelta(text))
+    assert fast == openai._chunk({"content": text})
+    claude = ClaudeStreamEncoder(request)
+    claude.feed(MessageStart("abc", "upstream-model"))
+    claude.feed(ReasoningDelta("thinking first, so the text block is index 1"))
+    *_, delta = claude.feed(TextDelta(text))
+    assert delta == claude._delta({"type": "text_delta", "text": text})
+    assert orjson.loads(delta.data)["index"] == 1

@@ -239,7 +239,12 @@ class ClaudeStreamEncoder:
                 if text:
                     if self._open != "text":
                         self._start("text", {"type": "text", "text": ""}, out)
-                    out.append(self._delta({"type": "text_delta", "text": text}))
+                    # The bytes `_delta` would produce, without the dict (hot path).
+                    data = (
+                        f'{{"type":"content_block_delta","index":{self._index},'
+                        f'"delta":{{"type":"text_delta","text":{dumps(text)}}}}}'
+                    )
+                    out.append(SSEEvent("content_block_delta", data))
             case ReasoningDelta(text=text):
                 if self._open != "thinking" or self._signed:
                     block = {"type": "thinking", "thinking": "", "signature": ""}

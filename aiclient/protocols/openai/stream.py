@@ -50,6 +50,9 @@ _ERROR_STATUS = {
 }
 
 
+_TEXT_TAIL = '},"logprobs":null,"finish_reason":null}]}'
+
+
 class OpenAIStreamDecoder:
     def __init__(self) -> None:
         self._started = False
@@ -151,6 +154,16 @@ class OpenAIStreamEncoder:
         self._include_usage = request.include_usage
         self._id = ""
         self._created = int(time.time())
+        self._text_head = self._head()
+
+    def _head(self) -> str:
+        """A content chunk's JSON up to its text: text deltas are most of a stream, so
+        they are spliced into this (the bytes `_chunk` would produce) instead."""
+        return (
+            f'{{"id":{dumps(self._id)},"object":"chat.completion.chunk",'
+            f'"created":{self._created},"model":{dumps(self._model)},'
+            '"choices":[{"index":0,"delta":{"content":'
+        )
 
     def _chunk(self, delta: JSONObject, finish: str | None = None) -> SSEEvent:
         return SSEEvent(
@@ -177,9 +190,12 @@ class OpenAIStreamEncoder:
         match event:
             case MessageStart(id=message_id):
                 self._id = completion_id(message_id or new_id(""))
+                self._text_head = self._head()
                 return [self._chunk({"role": "assistant", "content": ""})]
             case TextDelta(text=text):
-                return [self._chunk({"content": text})] if text else []
+                if not text:
+                    return []
+                return [SSEEvent(None, self._text_head + dumps(text) + _TEXT_TAIL)]
             case ReasoningDelta(text=text):
                 return [self._chunk({"reasoning_content": text})] if text else []
             case ReasoningSignature():
