@@ -200,14 +200,16 @@ class Relay:
                 lease.release()
                 raise
             call.tried.append(lease.node.uuid)
+            going_on = retry < self.settings.request_max_retries and (
+                bool(call.fallbacks)
+                or self.pool.available(call.provider_type, call.model, call.tried)
+            )
             logger.info(
                 "%s instance %s failed (%s); %s",
                 call.provider_type,
                 lease.node.label,
                 last.message,
-                "failing over"
-                if retry < self.settings.request_max_retries
-                else "giving up",
+                "failing over" if going_on else "giving up",
             )
         if last is not None:
             raise last

@@ -142,6 +142,24 @@ async def test_retries_are_bounded_and_the_last_error_is_returned(
     assert fake_openai.hits == 3  # the first try plus REQUEST_MAX_RETRIES=2
 
 
+async def test_the_log_says_giving_up_when_no_other_instance_is_left(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One instance that fails: retries remain, but nothing to fail over to."""
+    proxy = await start_proxy(
+        {"openai-custom": [openai_instance(fake_openai, "only")]}, request_max_retries=3
+    )
+    fake_openai.reply_status(500)
+    caplog.set_level("INFO", logger="aiclient.relay")
+    async with client(proxy) as c:
+        with pytest.raises(openai.InternalServerError):
+            await c.chat.completions.create(**CHAT)  # type: ignore[call-overload]
+    failed = [r.getMessage() for r in caplog.records if "failed (" in r.getMessage()]
+    assert len(failed) == 1
+    assert failed[0].endswith("giving up")
+    assert fake_openai.hits == 1
+
+
 async def test_backoff_grows_from_request_base_delay(
     start_proxy: StartProxy, fake_openai: FakeOpenAI
 ) -> None:

@@ -242,6 +242,13 @@ class ProviderPool:
         )
         return Lease(self, entry)
 
+    def available(
+        self, provider_type: str, model: str | None = None, exclude: Collection[str] = ()
+    ) -> bool:
+        """Whether another attempt could find an instance (now or after a queue)."""
+        candidates, full = self._candidates(provider_type, model, exclude)
+        return bool(candidates) or full
+
     def saturated(
         self, provider_type: str, model: str | None = None, exclude: Collection[str] = ()
     ) -> int:
