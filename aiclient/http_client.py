@@ -27,6 +27,8 @@ Errors are `HttpClientError` subclasses that name no URL and no header value.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import ssl
 import time
 import zlib
@@ -178,7 +180,10 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._fail(InvalidResponse("the upstream switched protocols"))
         except httptools.HttpParserError:
-            self._fail(InvalidResponse("the upstream's answer is not valid HTTP"))
+            if self._body_done:  # bytes after the complete answer (on_message_begin)
+                self._extra_bytes()
+            else:
+                self._fail(InvalidResponse("the upstream's answer is not valid HTTP"))
 
     def eof_received(self) -> bool:
         return False
@@ -202,6 +207,10 @@ class _Connection(asyncio.Protocol):
         pass
 
     # -- httptools callbacks ---------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._body_done:  # a second answer to one request: stop parsing (see above)
+            raise InvalidResponse("the upstream sent more than one answer")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.add(name.decode("latin-1"), value.decode("latin-1"))
@@ -274,6 +283,13 @@ class _Connection(asyncio.Protocol):
             if tail:
                 self._chunks.append(tail)
                 self._buffered += len(tail)
+
+    def _extra_bytes(self) -> None:
+        """Bytes after the complete answer: the answer stands (its body and headers
+        untouched), but the socket is out of step and is never reused."""
+        self._keep_alive = False
+        if self.transport is not None:
+            self.transport.close()
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -355,6 +371,10 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
         self.client._forget(self)
+        if not self._body_done:
+            # connection_lost will not report it (no parser): fail a reader waiting
+            # on this answer (HttpClient.close()) now rather than at the read timeout
+            self._fail(Disconnected("the connection was closed mid-answer"))
 
 
 class Response:
@@ -517,7 +537,7 @@ class HttpClient:
             raise ConnectError(f"TLS handshake failed ({exc.reason or 'ssl'})") from exc
         except OSError as exc:
             conn.close()
-            reason = exc.strerror or type(exc).__name__
+            reason = _os_reason(exc)
             raise ConnectError(f"cannot connect to the upstream ({reason})") from exc
         except BaseException:
             conn.close()
@@ -592,6 +612,16 @@ def _head(
         lines.append(f"Content-Length: {len(body)}\r\n")
     lines.append("\r\n")
     return "".join(lines).encode("utf-8")
+
+
+def _os_reason(exc: OSError) -> str:
+    """Why a connect failed, without the address asyncio puts in its own messages
+    ("Connect call failed ('10.0.0.1', 443)")."""
+    if isinstance(exc, socket.gaierror):
+        return exc.strerror or "DNS lookup failed"  # names no host
+    if isinstance(exc.errno, int) and exc.errno > 0:
+        return os.strerror(exc.errno)
+    return type(exc).__name__
 
 
 def _unsafe(text: str) -> bool:
