@@ -14,10 +14,25 @@ one vendor's signature to another.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+else:
+
+    def dataclass(cls=None, /, *, frozen=False, **options):
+        """Values are immutable for the type checker (it sees `frozen=True` and rejects
+        assignment) but built with a plain `__init__` at run time: a frozen one sets
+        each field through `object.__setattr__`, and building these values was a
+        third of a converted request's cost. Hashing stays as frozen gives it."""
+        options.setdefault("unsafe_hash", frozen)
+        if cls is None:
+            return dataclasses.dataclass(**options)
+        return dataclasses.dataclass(cls, **options)
+
 
 __all__ = [
     "ChatRequest",
