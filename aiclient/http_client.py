@@ -414,21 +414,30 @@ class Response:
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         return data if limit is None else data[:limit]
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive; the connection is released after the last."""
+    async def next_chunk(self) -> bytes:
+        """The body bytes that arrived since the last call (waiting for some), or b""
+        at the end, when the connection has been released."""
         conn = self._conn
         if conn is None:
-            return
+            return b""
         try:
-            while True:
-                chunk = await conn.next_chunk()
-                if not chunk:
-                    break
+            chunk = await conn.next_chunk()
+        except BaseException:
+            self.close()
+            raise
+        if not chunk:
+            self.release()
+        return chunk
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive; the connection is released after the last, and
+        closed if the iteration stops early."""
+        try:
+            while chunk := await self.next_chunk():
                 yield chunk
         except BaseException:
             self.close()
             raise
-        self.release()
 
     def release(self) -> None:
         conn, self._conn = self._conn, None

@@ -74,6 +74,30 @@ _STREAM_ERROR: dict[ApiProtocol, bytes] = {
 _TAIL = 32
 
 
+class StreamWatch:
+    """Whether a relayed stream (seen chunk by chunk, split anywhere) has ended
+    properly and whether it carried an in-band error, without copying the chunks."""
+
+    __slots__ = ("_end", "_error", "_tail", "finished", "upstream_error")
+
+    def __init__(self, protocol: ApiProtocol) -> None:
+        self._end = _STREAM_END[protocol]
+        self._error = _STREAM_ERROR[protocol]
+        self._tail = b"\n"
+        self.finished = False
+        self.upstream_error = False
+
+    def feed(self, chunk: bytes) -> None:
+        # The marks are shorter than _TAIL: one straddling two chunks lies within the
+        # old tail and the new chunk's first _TAIL bytes.
+        seam = self._tail + chunk[:_TAIL]
+        if self._end in chunk or self._end in seam:
+            self.finished = True
+        if self._error in chunk or self._error in seam:
+            self.upstream_error = True
+        self._tail = chunk[-_TAIL:] if len(chunk) >= _TAIL else seam[-_TAIL:]
+
+
 class ResponseSink(Protocol):
     async def start(self, headers: Mapping[str, str]) -> None: ...
     async def write(self, data: bytes) -> None: ...
@@ -321,20 +345,8 @@ class Relay:
         first: bytes,
     ) -> None:
         protocol = call.client_protocol
-        end_mark, error_mark = _STREAM_END[protocol], _STREAM_ERROR[protocol]
-        finished = False
-        upstream_error = False
+        watch = StreamWatch(protocol)
         drained = False
-        tail = b"\n"
-
-        def scan(chunk: bytes) -> None:
-            nonlocal finished, upstream_error, tail
-            window = tail + chunk
-            if end_mark in window:
-                finished = True
-            if error_mark in window:
-                upstream_error = True
-            tail = window[-_TAIL:]
 
         tap = None
         if call.transcript is not None:
@@ -342,11 +354,11 @@ class Relay:
             tap.feed(first)
         try:
             await sink.start(SSE_HEADERS)
-            scan(first)
+            watch.feed(first)
             await sink.write(first)
             try:
                 async for chunk in chunks:
-                    scan(chunk)
+                    watch.feed(chunk)
                     if tap is not None:
                         tap.feed(chunk)
                     await sink.write(chunk)
@@ -354,14 +366,14 @@ class Relay:
             except UpstreamError as exc:
                 await _broke(call, lease, sink, exc, stream_error_event(protocol, exc))
                 return
-            if upstream_error:
+            if watch.upstream_error:
                 lease.failure(
                     UpstreamProtocolError(
                         "the upstream reported an error inside the stream",
                         node_uuid=lease.node.uuid,
                     )
                 )
-            elif not finished:
+            elif not watch.finished:
                 cut = UpstreamProtocolError(
                     "the upstream stream ended before it was complete",
                     node_uuid=lease.node.uuid,

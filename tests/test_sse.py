@@ -7,6 +7,8 @@ import json
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from aiclient.protocols import ApiProtocol
+from aiclient.relay import StreamWatch
 from aiclient.sse import JSONArrayDecoder, SSEDecoder, SSEEvent, encode_sse
 
 _text = st.text(
@@ -103,3 +105,43 @@ def test_json_array_stream_any_split(
         out += decoder.feed(piece)
     out += decoder.close()
     assert [json.loads(e.data) for e in out] == objects
+
+
+_ENDINGS = {
+    ApiProtocol.OPENAI: [b'data: {"x":1}\n\n', b"data: [DONE]\n\n"],
+    ApiProtocol.CLAUDE: [
+        b"event: ping\ndata: {}\n\n",
+        b"event: message_stop\ndata: {}\n\n",
+    ],
+    ApiProtocol.GEMINI: [b'data: {"a":1}\n\n', b'data: {"finishReason":"STOP"}\n\n'],
+}
+_ERRORS = {
+    ApiProtocol.OPENAI: b'data: {"error":{"message":"x"}}\n\n',
+    ApiProtocol.CLAUDE: b'event: error\ndata: {"type":"error"}\n\n',
+    ApiProtocol.GEMINI: b'data: {"error":{"code":500}}\n\n',
+}
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(list(ApiProtocol)),
+    st.integers(min_value=0, max_value=60),
+    st.booleans(),
+    st.booleans(),
+    st.lists(st.integers(min_value=0), max_size=12),
+)
+def test_stream_watch_sees_the_end_and_errors_across_any_split(
+    protocol: ApiProtocol, padding: int, ended: bool, errored: bool, cuts: list[int]
+) -> None:
+    """The passthrough relay's check for a complete stream and an in-band error must
+    not depend on where TCP cut the bytes (a miss would report a good stream as cut)."""
+    body, last = _ENDINGS[protocol]
+    stream = b"data: " + b"x" * padding + b"\n\n" + body
+    if errored:
+        stream += _ERRORS[protocol]
+    if ended:
+        stream += last
+    watch = StreamWatch(protocol)
+    for chunk in _split(stream, cuts):
+        watch.feed(chunk)
+    assert (watch.finished, watch.upstream_error) == (ended, errored)

@@ -126,11 +126,16 @@ class UpstreamResponse:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive; a cut or stalled stream raises an UpstreamError."""
+        resp = self._resp  # next_chunk directly: one async generator per chunk, not two
         try:
-            async for chunk in self._resp.chunks():
+            while chunk := await resp.next_chunk():
                 yield chunk
         except _TRANSPORT_ERRORS as exc:
+            resp.close()
             raise map_client_error(exc, self.node_uuid) from exc
+        except BaseException:
+            resp.close()
+            raise
 
     def close(self) -> None:
         """Drop the upstream connection (used when the client went away mid-stream)."""
