@@ -155,6 +155,8 @@ def _body_choice(parsed: dict[str, Any]) -> str | None:
 def _fallbacks(runtime: Runtime, ptype: str, model: str) -> list[tuple[str, str]]:
     """providerFallbackChain then modelFallbackMapping, for types this pool serves."""
     settings = runtime.settings
+    if not settings.fallback_chain and not settings.model_fallbacks:
+        return []
     chain = [(t, model) for t in settings.fallback_chain.get(ptype, ())]
     if model in settings.model_fallbacks:
         chain.append(settings.model_fallbacks[model])

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from aiclient.errors import (
     UpstreamConnectError,
@@ -271,3 +274,13 @@ def test_is_disabled_is_standby_disabled_until_cleared() -> None:
     assert (state(pool).status, state(pool).reason) == ("standby", "disabled")
     pool.load([node("a")])
     assert state(pool).status == "active"
+
+
+@given(st.lists(st.floats(min_value=0, max_value=4e9), min_size=1, max_size=20))
+def test_iso_now_matches_a_fresh_format_whatever_it_cached(times: list[float]) -> None:
+    """lastUsed/lastErrorTime are formatted from a per-second cache: any sequence of
+    times (same ms, same second, going back) must read as if formatted afresh."""
+    for t in times + times[::-1]:
+        millis = int(t * 1000)
+        fresh = datetime.fromtimestamp(millis / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        assert iso_now(t) == f"{fresh}{millis % 1000:03d}Z"

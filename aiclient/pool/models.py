@@ -41,18 +41,23 @@ SERVER_FIELDS: tuple[str, ...] = (
 STATUSES = ("active", "cooling", "standby", "recovering")
 
 _iso_cache: tuple[int, str] = (-1, "")
+_second_cache: tuple[int, str] = (-1, "")
 
 
 def iso_now(now: float | None = None) -> str:
-    """`now` (default: the wall clock) as `2025-10-08T05:46:52.123Z`, cached per ms."""
-    global _iso_cache
+    """`now` (default: the wall clock) as `2025-10-08T05:46:52.123Z`: the date and time
+    are formatted once per second, the milliseconds appended (every success writes one)."""
+    global _iso_cache, _second_cache
     if now is None:
         now = time.time()
     millis = int(now * 1000)
     if millis == _iso_cache[0]:
         return _iso_cache[1]
-    stamp = datetime.fromtimestamp(millis / 1000, UTC)
-    text = stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis % 1000:03d}Z"
+    second, ms = divmod(millis, 1000)
+    if second != _second_cache[0]:
+        stamp = datetime.fromtimestamp(second, UTC)
+        _second_cache = (second, stamp.strftime("%Y-%m-%dT%H:%M:%S."))
+    text = f"{_second_cache[1]}{ms:03d}Z"
     _iso_cache = (millis, text)
     return text
 
