@@ -20,6 +20,7 @@ from .bootstrap import PoolSetup, open_pools
 from .config import KEYS, Settings, load_settings
 from .errors import ConfigError
 from .log import setup_logging
+from .metrics_share import MetricsShare
 from .pool import ProviderPool
 from .server import build_app
 from .workers import run_workers
@@ -141,13 +142,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if settings.workers > 1:
         return run_workers(
-            settings.workers, lambda index: _serve(settings, setup, reuse_port=True)
+            settings.workers,
+            lambda index, folder: _serve(
+                settings,
+                setup,
+                reuse_port=True,
+                share=MetricsShare(
+                    folder, index, settings.worker_metrics_interval_ms / 1000
+                ),
+            ),
         )
     return _serve(settings, setup, reuse_port=False)
 
 
-def _serve(settings: Settings, setup: PoolSetup, *, reuse_port: bool) -> int:
-    app = build_app(settings, setup)
+def _serve(
+    settings: Settings,
+    setup: PoolSetup,
+    *,
+    reuse_port: bool,
+    share: MetricsShare | None = None,
+) -> int:
+    app = build_app(settings, setup, share)
     # What exists now lives as long as the server: keep the collector off it, and let
     # the young generation grow before collecting (a server allocates in bursts of
     # short-lived request objects). This took the collector from ~10% of the CPU to

@@ -405,6 +405,7 @@ KEYS: tuple[Key, ...] = (
         "--pool-write-debounce-ms",
     ),
     Key("WORKERS", "workers", _as_int, "--workers"),
+    Key("WORKER_METRICS_INTERVAL_MS", "worker_metrics_interval_ms", _as_int, None),
     Key(
         "ERROR_POLICY",
         "error_policy",
@@ -515,6 +516,7 @@ class Settings:
     pool_write_debounce_ms: int = 1000
     log_level: str = "info"
     workers: int = 1
+    worker_metrics_interval_ms: int = 1000
     metrics_public: bool = False
     hot_reload: bool = True
     hot_reload_polling: bool = False

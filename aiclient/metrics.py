@@ -3,13 +3,15 @@
 The hot path only bumps plain dict counters (no locks: one event loop per process);
 prometheus-client renders them at scrape time through a custom collector, together
 with gauges read straight from the pool (in flight, health, counters). With
-`--workers N` each process reports its own requests.
+`--workers N` the workers publish snapshots of their counters to each other
+(metrics_share.py) and whichever answers a scrape adds them up, so the counters are the
+group's and never jump between one worker's and another's.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,7 +78,8 @@ class Metrics:
         self.latency: dict[InstanceKey, _Latency] = {}
         self.paused: Callable[[], bool] = lambda: False
         self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(_Collector(self))
+        self._collector = _Collector(self)
+        self._registry.register(self._collector)
 
     def observe(
         self, route: str, provider_type: str, uuid: str, status: int, seconds: float
@@ -89,13 +92,77 @@ class Metrics:
                 stats = self.latency[(provider_type, uuid)] = _Latency()
             stats.observe(seconds)
 
+    def snapshot(self) -> dict[str, Any]:
+        """This process's counters, JSON-ready (what peers add to theirs)."""
+        return {
+            "requests": [[*key, count] for key, count in self.requests.items()],
+            "latency": [
+                [ptype, uid, stats.buckets, stats.total, stats.count]
+                for (ptype, uid), stats in self.latency.items()
+            ],
+            "failures": [[*key, count] for key, count in self.pool.failures.items()],
+            "in_flight": {e.node.uuid: e.state.in_flight for e in self.pool.entries()},
+        }
+
+    def absorb(self, snapshot: Mapping[str, Any]) -> None:
+        """Add the counters of this worker's previous life (it was restarted), so the
+        group's counters never go back. Requests in flight then died with it."""
+        view = _Peers([snapshot])
+        for key, count in view.requests.items():
+            self.requests[key] = self.requests.get(key, 0) + count
+        for lkey, (buckets, total, count) in view.latency.items():
+            stats = self.latency.setdefault(lkey, _Latency())
+            stats.buckets = [a + b for a, b in zip(stats.buckets, buckets, strict=True)]
+            stats.total += total
+            stats.count += count
+        for fkey, count in view.failures.items():
+            self.pool.failures[fkey] = self.pool.failures.get(fkey, 0) + count
+
     def latency_ms(self, provider_type: str, uuid: str) -> float | None:
         """Smoothed latency of an instance's recent requests, in milliseconds."""
         stats = self.latency.get((provider_type, uuid))
         return None if stats is None or stats.ewma is None else round(stats.ewma * 1000, 1)
 
-    def render(self) -> bytes:
-        return generate_latest(self._registry)
+    def render(self, peers: Sequence[Mapping[str, Any]] = ()) -> bytes:
+        """The exposition, with the other workers' snapshots added in."""
+        self._collector.peers = _Peers(peers)
+        try:
+            return generate_latest(self._registry)
+        finally:
+            self._collector.peers = _Peers(())
+
+
+class _Peers:
+    """Other workers' snapshots, summed and keyed like our own counters. Anything
+    malformed in a snapshot is skipped: a peer's file never breaks a scrape."""
+
+    def __init__(self, snapshots: Sequence[Mapping[str, Any]]) -> None:
+        self.requests: dict[tuple[str, str, str, str], int] = {}
+        self.latency: dict[InstanceKey, tuple[list[int], float, int]] = {}
+        self.failures: dict[tuple[str, str], int] = {}
+        self.in_flight: dict[str, int] = {}
+        for snap in snapshots:
+            try:
+                self._add(snap)
+            except (TypeError, ValueError, KeyError, AttributeError):
+                continue
+
+    def _add(self, snap: Mapping[str, Any]) -> None:
+        for route, ptype, uid, status, count in snap.get("requests", ()):
+            key = (str(route), str(ptype), str(uid), str(status))
+            self.requests[key] = self.requests.get(key, 0) + int(count)
+        for ptype, uid, buckets, total, count in snap.get("latency", ()):
+            if len(buckets) != len(BUCKETS) + 1:
+                continue
+            lkey = (str(ptype), str(uid))
+            old, old_total, old_count = self.latency.get(lkey, ([0] * len(buckets), 0.0, 0))
+            merged = [a + int(b) for a, b in zip(old, buckets, strict=True)]
+            self.latency[lkey] = (merged, old_total + float(total), old_count + int(count))
+        for uid, kind, count in snap.get("failures", ()):
+            fkey = (str(uid), str(kind))
+            self.failures[fkey] = self.failures.get(fkey, 0) + int(count)
+        for uid, count in (snap.get("in_flight") or {}).items():
+            self.in_flight[str(uid)] = self.in_flight.get(str(uid), 0) + int(count)
 
 
 def _names(pool: ProviderPool) -> dict[str, str]:
@@ -105,6 +172,7 @@ def _names(pool: ProviderPool) -> dict[str, str]:
 class _Collector(Collector):
     def __init__(self, metrics: Metrics) -> None:
         self.m = metrics
+        self.peers = _Peers(())
 
     def collect(self) -> Iterator[Metric]:
         names = _names(self.m.pool)
@@ -113,7 +181,10 @@ class _Collector(Collector):
             "Requests answered, by route, instance and status.",
             labels=["route", "provider_type", "instance", "name", "status"],
         )
-        for (route, ptype, uid, status), count in self.m.requests.items():
+        counts = dict(self.peers.requests)
+        for key, count in self.m.requests.items():
+            counts[key] = counts.get(key, 0) + count
+        for (route, ptype, uid, status), count in counts.items():
             requests.add_metric([route, ptype, uid, names.get(uid, ""), status], count)
         yield requests
         latency = HistogramMetricFamily(
@@ -121,12 +192,17 @@ class _Collector(Collector):
             "Time to answer a request (a stream: until its end), by instance.",
             labels=["provider_type", "instance", "name"],
         )
-        for (ptype, uid), stats in self.m.latency.items():
+        sums = dict(self.peers.latency)
+        for lkey, stats in self.m.latency.items():
+            buckets, total, _ = sums.get(lkey, ([0] * len(stats.buckets), 0.0, 0))
+            merged = [a + b for a, b in zip(buckets, stats.buckets, strict=True)]
+            sums[lkey] = (merged, total + stats.total, 0)
+        for (ptype, uid), (buckets, total, _) in sums.items():
             cumulative, running = [], 0
-            for bound, count in zip((*BUCKETS, float("inf")), stats.buckets, strict=True):
+            for bound, count in zip((*BUCKETS, float("inf")), buckets, strict=True):
                 running += count
                 cumulative.append((_bound(bound), float(running)))
-            latency.add_metric([ptype, uid, names.get(uid, "")], cumulative, stats.total)
+            latency.add_metric([ptype, uid, names.get(uid, "")], cumulative, total)
         yield latency
         failures = CounterMetricFamily(
             "aiclient_upstream_failures",
@@ -135,7 +211,10 @@ class _Collector(Collector):
             labels=["provider_type", "instance", "name", "class"],
         )
         types = {e.node.uuid: e.node.provider_type for e in self.m.pool.entries()}
-        for (uid, kind), count in self.m.pool.failures.items():
+        fails = dict(self.peers.failures)
+        for fkey, count in self.m.pool.failures.items():
+            fails[fkey] = fails.get(fkey, 0) + count
+        for (uid, kind), count in fails.items():
             if uid in types:
                 failures.add_metric([types[uid], uid, names[uid], kind], count)
         yield failures
@@ -180,7 +259,8 @@ class _Collector(Collector):
             states.add_metric([*key, state.status, state.reason or ""], 1.0)
             until.add_metric(key, state.cooldown_until or 0.0)
             usable = state.healthy and not entry.node.disabled
-            gauges["in_flight"].add_metric(key, state.in_flight)
+            peers_in_flight = self.peers.in_flight.get(entry.node.uuid, 0)
+            gauges["in_flight"].add_metric(key, state.in_flight + peers_in_flight)
             gauges["healthy"].add_metric(key, 1.0 if usable else 0.0)
             gauges["usage"].add_metric(key, state.usage_count)
             gauges["errors"].add_metric(key, state.error_count)

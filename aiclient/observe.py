@@ -22,7 +22,9 @@ __all__ = ["add_routes"]
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[RUNTIME].metrics.render()
+    runtime = request.app[RUNTIME]
+    peers = await runtime.share.peers() if runtime.share is not None else []
+    body = runtime.metrics.render(peers)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 

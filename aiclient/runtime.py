@@ -10,6 +10,7 @@ from aiohttp import web
 from .bootstrap import PoolSetup
 from .config import Settings
 from .metrics import Metrics
+from .metrics_share import MetricsShare
 from .pool import ProviderPool
 from .pool.schema import TYPE_SPECS
 from .pool.writer import PoolWriter
@@ -44,6 +45,7 @@ class Runtime:
     demo_url: str | None = None
     prompts: Prompts | None = None
     checker: HealthChecker | None = None
+    share: MetricsShare | None = None  # --workers: the group's metrics
     started: float = field(default_factory=time.time)
 
     def default_provider(self, client: ApiProtocol | None = None) -> str | None:

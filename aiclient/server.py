@@ -35,6 +35,7 @@ from .errors import (
 from .http_client import HttpClient
 from .log import redact_bytes, register_secrets
 from .metrics import Metrics
+from .metrics_share import MetricsShare
 from .pool import Entry, ProviderPool
 from .pool.models import ProviderNode
 from .pool.writer import PoolWriter, watch_folder
@@ -218,6 +219,11 @@ def _lifecycle(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[No
                     "Create provider_pools.json to use real providers.",
                     runtime.demo_url,
                 )
+            if runtime.share is not None:
+                await runtime.share.restore(runtime.metrics)
+                tasks.append(
+                    spawn(runtime.share.run(runtime.metrics, stop_watching), name="metrics")
+                )
             runtime.relay = Relay(settings, runtime.pool, session, http)
             checker = runtime.checker = HealthChecker(settings, runtime.pool, runtime.relay)
             tasks.append(spawn(checker.run(stop_watching), name="health-checks"))
@@ -278,8 +284,11 @@ async def _warm_up(relay: Relay) -> None:
     await asyncio.gather(*(one(e) for e in list(relay.pool.entries())))
 
 
-def build_app(settings: Settings, setup: PoolSetup) -> web.Application:
-    """Assemble the application for `settings` and the pool `setup` describes."""
+def build_app(
+    settings: Settings, setup: PoolSetup, share: MetricsShare | None = None
+) -> web.Application:
+    """Assemble the application for `settings` and the pool `setup` describes;
+    `share` when it is one of `--workers N` (its metrics are the group's)."""
     pool = ProviderPool(
         max_error_count=settings.max_error_count,
         policy=settings.error_policy,
@@ -291,7 +300,7 @@ def build_app(settings: Settings, setup: PoolSetup) -> web.Application:
     pool.load(setup.nodes)
     metrics = Metrics(pool)
     prompts = Prompts(settings)
-    runtime = Runtime(settings, pool, setup, metrics, prompts=prompts)
+    runtime = Runtime(settings, pool, setup, metrics, prompts=prompts, share=share)
     metrics.paused = lambda: runtime.writer is not None and runtime.writer.paused
     register_secrets(settings.secrets())
     _register_node_secrets(setup.nodes)

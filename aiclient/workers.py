@@ -1,17 +1,22 @@
 """`--workers N`: N forked processes serving one port through SO_REUSEPORT.
 
 The kernel spreads connections over the workers; they share the pool file through its
-locked, merging write-back, so counters on disk add up. The parent only supervises:
-it forwards SIGINT/SIGTERM, and restarts a worker that died on its own.
+locked, merging write-back, so counters on disk add up, and their metrics through a
+private folder the parent makes (metrics_share.py). The parent only supervises: it
+forwards SIGINT/SIGTERM, restarts a worker that died on its own, and removes the folder
+at the end.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 __all__ = ["run_workers"]
@@ -37,8 +42,17 @@ def _start(index: int, serve: Callable[[int], int]) -> int:
         os._exit(code)
 
 
-def run_workers(count: int, serve: Callable[[int], int]) -> int:
-    """Fork `count` workers running `serve(index)`; return when all have stopped."""
+def run_workers(count: int, serve: Callable[[int, Path], int]) -> int:
+    """Fork `count` workers running `serve(index, shared_folder)`; return when all have
+    stopped."""
+    folder = Path(tempfile.mkdtemp(prefix="aiclient-workers-"))
+    try:
+        return _supervise(count, lambda index: serve(index, folder))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _supervise(count: int, serve: Callable[[int], int]) -> int:
     children: dict[int, int] = {}
     stopping = False
 

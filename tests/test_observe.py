@@ -6,14 +6,18 @@ import asyncio
 import logging
 import shutil
 import tempfile
+from typing import Any
 
 import aiohttp
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from aiclient.metrics import Metrics
+from aiclient.pool import ProviderPool
 from tests.conftest import API_KEY, OPENAI_KEY, Proxy, StartProxy, openai_instance
 from tests.fakes import FakeOpenAI
+from tests.test_pool_manager import node
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
 
@@ -197,3 +201,41 @@ async def test_upstream_error_echoing_a_key_is_scrubbed(
     assert resp.status == 401
     assert "bad key ***" in text
     assert OPENAI_KEY not in text
+
+
+def test_a_scrape_adds_the_other_workers_snapshots_and_skips_broken_ones() -> None:
+    """--workers: the answering worker's counters plus its peers'; a peer file that is
+    malformed (a half-written or foreign file) is skipped, never a failed scrape."""
+    pool = ProviderPool()
+    pool.load([node("a"), node("b")])
+    mine = Metrics(pool)
+    mine.observe("/v1/chat/completions", "openai-custom", "a", 200, 0.02)
+    peer = Metrics(pool)
+    for _ in range(3):
+        peer.observe("/v1/chat/completions", "openai-custom", "a", 200, 0.3)
+    peer.observe("/v1/chat/completions", "openai-custom", "b", 502, 0.1)
+    broken: list[dict[str, Any]] = [
+        {"requests": [["/v1/chat/completions", "x"]]},
+        {"latency": "nope"},
+        {},
+    ]
+    text = mine.render([peer.snapshot(), *broken]).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    requests = {
+        (s.labels["instance"], s.labels["status"]): s.value
+        for s in families["aiclient_requests"].samples
+        if s.name == "aiclient_requests_total"
+    }
+    assert requests == {("a", "200"): 4.0, ("b", "502"): 1.0}
+    counts = {
+        s.labels["instance"]: s.value
+        for s in families["aiclient_request_duration_seconds"].samples
+        if s.name == "aiclient_request_duration_seconds_count"
+    }
+    assert counts == {"a": 4.0, "b": 1.0}
+    # A restarted worker takes over its previous life's counts.
+    reborn = Metrics(pool)
+    reborn.absorb(peer.snapshot())
+    assert reborn.snapshot()["requests"] == peer.snapshot()["requests"]
+    # Its own render (no peers) is unchanged by the scrape above.
+    assert b'status="502"' not in mine.render()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import signal
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from aiclient.bootstrap import open_pools
 from aiclient.config import Settings
@@ -195,3 +198,78 @@ async def test_workers_share_the_port_and_the_file(tmp_path: Path) -> None:
     assert len(pids) == 2
     assert process.pid not in pids
     assert read_pools(path)["openai-custom"][0]["usageCount"] == 120
+
+
+async def chat_requests_seen(http: aiohttp.ClientSession, url: str) -> float:
+    """The chat requests /metrics reports, from whichever worker takes the connection."""
+    async with http.get(f"{url}/metrics?key=k", headers={"Connection": "close"}) as resp:
+        text = await resp.text()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "aiclient_requests_total"
+        and s.labels["route"] == "/v1/chat/completions"
+    )
+
+
+async def settles_on(http: aiohttp.ClientSession, url: str, expected: float) -> None:
+    """Twenty scrapes in a row (each on a new connection, so either worker may answer)
+    all report `expected`. A worker's shared snapshot lags its live counts by up to one
+    interval, hence the retries; without sharing, no worker alone could report it."""
+    last: set[float] = set()
+    async with asyncio.timeout(15):
+        while last != {expected}:
+            last = {await chat_requests_seen(http, url) for _ in range(20)}
+            await asyncio.sleep(0.05)
+
+
+async def worker_pids(http: aiohttp.ClientSession, url: str) -> set[int]:
+    pids: set[int] = set()
+    for _ in range(200):
+        async with http.get(f"{url}/health", headers={"Connection": "close"}) as resp:
+            pids.add((await resp.json())["pid"])
+        if len(pids) == 2:
+            break
+    return pids
+
+
+async def test_metrics_of_workers_add_up_whichever_answers(tmp_path: Path) -> None:
+    """--workers 2: every scrape reports the group's requests, not one worker's (a
+    series jumping between two processes' counts reads as resets), and a restarted
+    worker carries on from its last snapshot instead of starting from zero."""
+    folders_before = set(Path(tempfile.gettempdir()).glob("aiclient-workers-*"))
+    async with FakeOpenAI() as fake:
+        write_pools(
+            tmp_path / "provider_pools.json",
+            {"openai-custom": [openai_instance(fake, "a")]},
+        )
+        config(tmp_path, WORKER_METRICS_INTERVAL_MS=50)
+        process, url = await serve("--workers", "2", cwd=tmp_path)
+        try:
+            async with aiohttp.ClientSession() as http:
+                for _ in range(60):  # a new connection each: both workers serve some
+                    async with http.post(
+                        f"{url}/v1/chat/completions?key=k",
+                        json=CHAT,
+                        headers={"Connection": "close"},
+                    ) as resp:
+                        assert resp.status == 200
+                pids = await worker_pids(http, url)
+                assert len(pids) == 2
+                await settles_on(http, url, 60)
+                victim = min(pids)
+                os.kill(victim, signal.SIGKILL)
+                async with asyncio.timeout(15):
+                    while True:  # the parent restarts it (after a second)
+                        now = await worker_pids(http, url)
+                        if len(now) == 2 and victim not in now:
+                            break
+                        await asyncio.sleep(0.1)
+                await settles_on(http, url, 60)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            await process.communicate()
+    assert process.returncode == 0
+    folders_after = set(Path(tempfile.gettempdir()).glob("aiclient-workers-*"))
+    assert folders_after <= folders_before  # the parent removed the shared folder
