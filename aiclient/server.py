@@ -12,6 +12,7 @@ import contextlib
 import hmac
 import logging
 import math
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
@@ -204,6 +205,8 @@ def _lifecycle(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[No
         http = HttpClient(
             connect_timeout=settings.connect_timeout_ms / 1000,
             read_timeout=settings.read_timeout_ms / 1000,
+            # the system's CA bundle is read from disk: in a thread, not on the loop
+            ssl_context=await asyncio.to_thread(ssl.create_default_context),
         )
         demo: DemoUpstream | None = None
         tasks: list[asyncio.Task[None]] = []

@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import inspect
 import socket
+import ssl
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,6 +21,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import trustme
 
 from aiclient import http_client
 from aiclient.http_client import (
@@ -99,11 +101,14 @@ class RawServer:
     _writers: list[asyncio.StreamWriter] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+    tls: ssl.SSLContext | None = None
+
+    def url(self, path: str = "/", host: str = "127.0.0.1") -> str:
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{host}:{self.port}{path}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _serve(
@@ -938,3 +943,56 @@ async def _standalone(test: Callable[..., Awaitable[None]]) -> None:
 async def test_on_uvloop(test: Callable[..., Awaitable[None]]) -> None:
     uvloop = pytest.importorskip("uvloop")
     await asyncio.to_thread(uvloop.run, _standalone(test))
+
+
+# -- TLS ------------------------------------------------------------------------------
+
+
+async def test_tls_upstream_with_sni_and_keep_alive(client_ca: trustme.CA) -> None:
+    """Every real upstream is HTTPS: the handshake verifies the certificate against the
+    given trust store, sends the URL's host name as SNI, and the TLS connection is kept
+    alive like a plain one."""
+    names: list[str | None] = []
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    client_ca.issue_cert("localhost").configure_cert(server_tls)
+    server_tls.sni_callback = lambda sock, name, ctx: names.append(name)
+    trusting = ssl.create_default_context()
+    client_ca.configure_trust(trusting)
+    server = RawServer(numbered(lambda n: answer(f"secure {n}".encode())), tls=server_tls)
+    await server.start()
+    client = HttpClient(connect_timeout=2, read_timeout=2, ssl_context=trusting)
+    try:
+        for n in (1, 2):
+            resp = await client.request("GET", server.url(host="localhost"), None, {})
+            assert (resp.status, await resp.read()) == (200, f"secure {n}".encode())
+        assert server.connections == 1
+        assert names == ["localhost"]
+        assert server.requests[0].values("host") == [f"localhost:{server.port}"]
+    finally:
+        await client.close()
+        await server.stop()
+
+
+async def test_untrusted_certificate_is_a_clean_connect_error(
+    client_ca: trustme.CA,
+) -> None:
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    client_ca.issue_cert("localhost").configure_cert(server_tls)
+    server = RawServer(replies(answer()), tls=server_tls)
+    await server.start()
+    client = HttpClient(connect_timeout=2, read_timeout=2)  # the system's trust store
+    try:
+        with pytest.raises(ConnectError) as caught:
+            await client.request("GET", server.url(host="localhost"), None, {})
+        message = str(caught.value)
+        assert "TLS handshake failed" in message
+        assert "localhost" not in message and str(server.port) not in message
+        assert server.requests == []
+    finally:
+        await client.close()
+        await server.stop()
+
+
+@pytest.fixture(scope="session")
+def client_ca() -> trustme.CA:
+    return trustme.CA()
