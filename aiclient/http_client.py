@@ -499,6 +499,8 @@ class HttpClient:
         """Send one request; returns once the status line and headers have arrived."""
         if self._closed:
             raise ConnectError("the HTTP client is closed")
+        if method == "HEAD":  # its answer has no body whatever Content-Length says
+            raise InvalidRequest("HEAD is not supported (the relay never sends it)")
         target = self._target(url)
         head = _head(method, target, body, headers)
         conn = self._acquire(target.key)

@@ -996,3 +996,12 @@ async def test_untrusted_certificate_is_a_clean_connect_error(
 @pytest.fixture(scope="session")
 def client_ca() -> trustme.CA:
     return trustme.CA()
+
+
+async def test_head_is_refused_rather_than_left_waiting_for_a_body(
+    serve: StartServer, client: HttpClient
+) -> None:
+    server = await serve(replies(answer()))
+    with pytest.raises(InvalidRequest, match="HEAD"):
+        await client.request("HEAD", server.url(), None, {})
+    assert server.requests == []
