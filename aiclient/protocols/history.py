@@ -46,13 +46,16 @@ def _keep(part: Part) -> bool:
 def _merged(messages: Iterable[Message]) -> list[Message]:
     out: list[Message] = []
     for message in messages:
-        parts = tuple(p for p in message.parts if _keep(p))
-        if not parts:
-            continue
+        parts = message.parts
+        if not all(_keep(p) for p in parts):
+            parts = tuple(p for p in parts if _keep(p))
+            if not parts:
+                continue
+            message = Message(message.role, parts)
         if out and out[-1].role is message.role:
             out[-1] = Message(message.role, out[-1].parts + parts)
         else:
-            out.append(Message(message.role, parts))
+            out.append(message)  # unchanged: values are immutable, so no copy
     return out
 
 
@@ -113,10 +116,13 @@ def normalise_history(
     while i < len(merged):
         message = merged[i]
         if message.role is Role.USER:
-            parts = tuple(
-                _orphan(p) if isinstance(p, ToolResultPart) else p for p in message.parts
-            )
-            out.append(Message(Role.USER, parts))
+            if any(isinstance(p, ToolResultPart) for p in message.parts):
+                parts = tuple(
+                    _orphan(p) if isinstance(p, ToolResultPart) else p
+                    for p in message.parts
+                )
+                message = Message(Role.USER, parts)
+            out.append(message)
             i += 1
             continue
         out.append(message)

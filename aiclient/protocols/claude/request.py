@@ -344,7 +344,7 @@ def _messages_out(messages: list[Message]) -> list[JSONObject]:
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         blocks = [b for b in (_block(p, where) for p in message.parts) if b is not None]
-        if message.role is Role.USER:  # tool results must come first
+        if message.role is Role.USER and len(blocks) > 1:  # tool results must come first
             blocks.sort(key=lambda b: b["type"] != "tool_result")
         last = i == len(messages) - 1
         prefill = last and message.role is Role.ASSISTANT

@@ -200,6 +200,8 @@ def _messages(
 
 
 def _tools(body: JSONObject) -> tuple[ToolSpec, ...]:
+    if "tools" not in body and "functions" not in body:
+        return ()
     raw = body.get("tools")
     functions = [t.get("function") for t in raw or [] if isinstance(t, dict)]
     functions += body.get("functions") or []
@@ -295,7 +297,7 @@ def request_to_canonical(body: JSONObject, *, model: str | None = None) -> ChatR
             else None
         ),
         response_format=_response_format(body),
-        user=body.get("user") if isinstance(body.get("user"), str) else None,
+        user=user if isinstance(user := body.get("user"), str) else None,
         stream=body.get("stream") is True,
         include_usage=isinstance(options, dict) and options.get("include_usage") is True,
     )
