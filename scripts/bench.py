@@ -100,6 +100,7 @@ class Options:
     json_out: Path | None
     quick: bool
     pin: bool
+    repeat: int = 1
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -141,6 +142,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="how to start the proxy; {python} {port} {pools} {config} {api_key} are "
         f"filled in (default: {DEFAULT_PROXY_CMD!r})",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds over every row (each round runs all rows in turn, so a slow "
+        "spell of a shared machine hits every row alike); each row reports its "
+        "median round by requests/s (default 1)",
+    )
     parser.add_argument("--json", dest="json_out", type=Path, help="also write raw results")
     parser.add_argument(
         "--no-pin", action="store_true", help="do not pin processes to cores"
@@ -158,6 +167,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         paths = _paths(args.paths)
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     return Options(
         duration=float(str(pick("duration"))),
         warmup=float(str(pick("warmup"))),
@@ -172,6 +183,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         json_out=args.json_out,
         quick=args.quick,
         pin=not args.no_pin,
+        repeat=args.repeat,
     )
 
 
@@ -273,22 +285,29 @@ def run(options: Options, session: Session, report: Report) -> None:
         _progress(f"skipping {path.name}: {report.skipped[path.name]}")
     plan = [(p, False, c) for p in paths for c in options.connections]
     plan += [(p, True, c) for p in paths for c in options.stream_connections]
-    for index, (path, stream, conns) in enumerate(plan, 1):
-        for target in ("direct", "proxy"):
-            m = session.measure(
-                path,
-                target,
-                stream=stream,
-                connections=conns,
-                duration=options.duration,
-                warmup=options.warmup,
-            )
-            report.measurements.append(m)
-            kind = "stream" if stream else "plain"
-            _progress(
-                f"[{index}/{len(plan)}] {path.name} {kind} {target} c={conns}: "
-                + _summary(m)
-            )
+    rounds: dict[tuple[str, bool, int, str], list[Measurement]] = {}
+    for round_ in range(1, options.repeat + 1):
+        for index, (path, stream, conns) in enumerate(plan, 1):
+            for target in ("direct", "proxy"):
+                m = session.measure(
+                    path,
+                    target,
+                    stream=stream,
+                    connections=conns,
+                    duration=options.duration,
+                    warmup=options.warmup,
+                )
+                rounds.setdefault((path.name, stream, conns, target), []).append(m)
+                kind = "stream" if stream else "plain"
+                where = f"round {round_}/{options.repeat} " if options.repeat > 1 else ""
+                _progress(
+                    f"[{where}{index}/{len(plan)}] {path.name} {kind} {target} "
+                    f"c={conns}: " + _summary(m)
+                )
+    for measured in rounds.values():
+        report.measurements.append(median_round(measured))
+    if options.repeat > 1:
+        report.notes.append(_spread_note(rounds, options.repeat))
     if options.memory_streams and paths:
         every = 0.02 if options.quick else 0.05
         for path in paths[:1]:
@@ -299,6 +318,34 @@ def run(options: Options, session: Session, report: Report) -> None:
                 f"{mem.rss_peak_kib / 1024:.1f} MiB "
                 f"(before {mem.rss_before_kib / 1024:.1f})"
             )
+
+
+def _spread_note(
+    rounds: dict[tuple[str, bool, int, str], list[Measurement]], repeat: int
+) -> str:
+    spreads = []
+    for (path, stream, conns, target), measured in rounds.items():
+        rates = [m.result.rate for m in measured]
+        if target == "proxy" and min(rates) > 0:
+            spreads.append((max(rates) / min(rates) - 1, path, stream, conns))
+    text = (
+        f"every row is the median of {repeat} rounds by requests/s (each round runs "
+        "all rows in turn)"
+    )
+    if spreads:
+        worst, path, stream, conns = max(spreads)
+        kind = "streaming" if stream else "non-streaming"
+        text += (
+            f"; the proxy's rounds differed by up to {worst:.0%} ({path}, {kind}, "
+            f"{conns} connections)"
+        )
+    return text
+
+
+def median_round(measured: list[Measurement]) -> Measurement:
+    """The round with the median requests/s (the lower middle of an even count)."""
+    ranked = sorted(measured, key=lambda m: m.result.rate)
+    return ranked[(len(ranked) - 1) // 2]
 
 
 def _error_notes(report: Report) -> list[str]:
@@ -363,6 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "warmup": options.warmup,
         "connections": options.connections,
         "stream_connections": options.stream_connections,
+        "repeat": options.repeat,
         "paths": [p.name for p in options.paths],
         "chunks": options.chunks,
         "memory_streams": options.memory_streams,
@@ -403,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if capacity:
         report.setup.append(capacity)
     report.setup.append(f"total wall time: {report.wall_seconds:.0f} s")
-    report.notes = _error_notes(report)
+    report.notes = [*report.notes, *_error_notes(report)]
     noise = _noise_note(report)
     if noise:
         report.notes.append(noise)

@@ -27,12 +27,14 @@ def test_quick_run_prints_the_tables(tmp_path: Path) -> None:
             "--quick",
             "--paths",
             "openai,anthropic,openai-to-claude",
+            "--repeat",
+            "2",
             "--json",
             str(out),
         ],
         capture_output=True,
         text=True,
-        timeout=20,
+        timeout=40,
         check=False,
     )
     assert done.returncode == 0, done.stderr
@@ -57,8 +59,14 @@ def test_quick_run_prints_the_tables(tmp_path: Path) -> None:
     assert "`openai-to-claude`" in report
     assert ("openai-to-claude", "16") in keys or "**skipped**" in report
 
+    assert "every row is the median of 2 rounds" in report
+
     data = json.loads(out.read_text())
     measured = data["measurements"]
+    rows_measured = [
+        (m["path"], m["target"], m["stream"], m["connections"]) for m in measured
+    ]
+    assert len(rows_measured) == len(set(rows_measured))  # one (median) entry per row
     assert {(m["path"], m["target"], m["stream"]) for m in measured} >= {
         ("openai", "proxy", False),
         ("openai", "direct", True),
