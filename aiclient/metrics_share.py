@@ -36,6 +36,7 @@ class MetricsShare:
         self.folder = folder
         self.index = index
         self.interval = max(0.05, interval)  # 0 or less would spin
+        self._failing = False  # warned about a failing publish; quiet until it works
 
     def _path(self, index: int) -> Path:
         return self.folder / f"worker-{index}.json"
@@ -51,7 +52,17 @@ class MetricsShare:
         try:
             await asyncio.to_thread(_write, self._path(self.index), data)
         except OSError as exc:
-            logger.warning("cannot share this worker's metrics: %s", exc)
+            if not self._failing:
+                self._failing = True
+                logger.warning(
+                    "cannot share this worker's metrics (scrapes miss its counts "
+                    "until this works again): %s",
+                    exc,
+                )
+            return
+        if self._failing:
+            self._failing = False
+            logger.warning("sharing this worker's metrics works again")
 
     async def peers(self) -> list[dict[str, Any]]:
         """The other workers' latest snapshots (stale ones without requests in flight)."""

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import shutil
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aiclient.metrics import Metrics
+from aiclient.metrics_share import MetricsShare
 from aiclient.pool import ProviderPool
 from tests.conftest import API_KEY, OPENAI_KEY, Proxy, StartProxy, openai_instance
 from tests.fakes import FakeOpenAI
@@ -239,3 +241,22 @@ def test_a_scrape_adds_the_other_workers_snapshots_and_skips_broken_ones() -> No
     assert reborn.snapshot()["requests"] == peer.snapshot()["requests"]
     # Its own render (no peers) is unchanged by the scrape above.
     assert b'status="502"' not in mine.render()
+
+
+async def test_a_failing_metrics_share_warns_once_then_recovers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The shared folder vanishing (a tmp cleaner) must not log every second."""
+    pool = ProviderPool()
+    pool.load([node("a")])
+    metrics = Metrics(pool)
+    share = MetricsShare(tmp_path / "gone", 0)
+    caplog.set_level("WARNING", logger="aiclient.metrics_share")
+    for _ in range(5):
+        await share.publish(metrics)
+    assert len(caplog.records) == 1
+    (tmp_path / "gone").mkdir()
+    await share.publish(metrics)
+    assert (tmp_path / "gone" / "worker-0.json").exists()
+    assert "works again" in caplog.records[-1].getMessage()
+    assert len(caplog.records) == 2
