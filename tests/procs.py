@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import aiohttp
@@ -17,7 +19,9 @@ def free_port() -> int:
         return port
 
 
-async def start_process(*args: str, cwd: Path) -> asyncio.subprocess.Process:
+async def start_process(
+    *args: str, cwd: Path, env: Mapping[str, str] | None = None
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -26,6 +30,7 @@ async def start_process(*args: str, cwd: Path) -> asyncio.subprocess.Process:
         cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -45,10 +50,12 @@ async def wait_healthy(url: str, process: asyncio.subprocess.Process) -> None:
     raise AssertionError("the server did not start")
 
 
-async def serve(*args: str, cwd: Path) -> tuple[asyncio.subprocess.Process, str]:
+async def serve(
+    *args: str, cwd: Path, env: Mapping[str, str] | None = None
+) -> tuple[asyncio.subprocess.Process, str]:
     """Start `aiclient ARGS --port <free>` and wait until /health answers."""
     port = free_port()
-    process = await start_process(*args, "--port", str(port), cwd=cwd)
+    process = await start_process(*args, "--port", str(port), cwd=cwd, env=env)
     url = f"http://127.0.0.1:{port}"
     await wait_healthy(url, process)
     return process, url

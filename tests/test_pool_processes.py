@@ -7,7 +7,6 @@ import json
 import os
 import random
 import signal
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -238,14 +237,17 @@ async def test_metrics_of_workers_add_up_whichever_answers(tmp_path: Path) -> No
     """--workers 2: every scrape reports the group's requests, not one worker's (a
     series jumping between two processes' counts reads as resets), and a restarted
     worker carries on from its last snapshot instead of starting from zero."""
-    folders_before = set(Path(tempfile.gettempdir()).glob("aiclient-workers-*"))
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
     async with FakeOpenAI() as fake:
         write_pools(
             tmp_path / "provider_pools.json",
             {"openai-custom": [openai_instance(fake, "a")]},
         )
         config(tmp_path, WORKER_METRICS_INTERVAL_MS=50)
-        process, url = await serve("--workers", "2", cwd=tmp_path)
+        process, url = await serve(
+            "--workers", "2", cwd=tmp_path, env={"TMPDIR": str(private_tmp)}
+        )
         try:
             async with aiohttp.ClientSession() as http:
                 for _ in range(60):  # a new connection each: both workers serve some
@@ -257,6 +259,11 @@ async def test_metrics_of_workers_add_up_whichever_answers(tmp_path: Path) -> No
                         assert resp.status == 200
                 pids = await worker_pids(http, url)
                 assert len(pids) == 2
+                (shared,) = private_tmp.glob("aiclient-workers-*")
+                assert sorted(p.name for p in shared.glob("worker-*.json")) == [
+                    "worker-0.json",
+                    "worker-1.json",
+                ]
                 await settles_on(http, url, 60)
                 victim = min(pids)
                 os.kill(victim, signal.SIGKILL)
@@ -271,5 +278,4 @@ async def test_metrics_of_workers_add_up_whichever_answers(tmp_path: Path) -> No
             process.send_signal(signal.SIGTERM)
             await process.communicate()
     assert process.returncode == 0
-    folders_after = set(Path(tempfile.gettempdir()).glob("aiclient-workers-*"))
-    assert folders_after <= folders_before  # the parent removed the shared folder
+    assert list(private_tmp.iterdir()) == []  # the parent removed the shared folder
