@@ -393,24 +393,14 @@ class Response:
 
     async def read(self, limit: int | None = None) -> bytes:
         """The whole body (at most `limit` bytes, the rest dropped with the connection)."""
-        conn = self._conn
-        if conn is None:
-            return b""
         parts: list[bytes] = []
         size = 0
-        try:
-            while True:
-                chunk = await conn.next_chunk()
-                if not chunk:
-                    break
-                parts.append(chunk)
-                size += len(chunk)
-                if limit is not None and size >= limit:
-                    break
-        except BaseException:
-            self.close()
-            raise
-        self.release()
+        while chunk := await self.next_chunk():
+            parts.append(chunk)
+            size += len(chunk)
+            if limit is not None and size >= limit:
+                break
+        self.release()  # cut short at `limit`: the unread rest closes the connection
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         return data if limit is None else data[:limit]
 

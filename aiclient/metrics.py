@@ -107,7 +107,7 @@ class Metrics:
     def absorb(self, snapshot: Mapping[str, Any]) -> None:
         """Add the counters of this worker's previous life (it was restarted), so the
         group's counters never go back. Requests in flight then died with it."""
-        view = _Peers([snapshot])
+        view = _Totals([snapshot])
         for key, count in view.requests.items():
             self.requests[key] = self.requests.get(key, 0) + count
         for lkey, (buckets, total, count) in view.latency.items():
@@ -124,17 +124,14 @@ class Metrics:
         return None if stats is None or stats.ewma is None else round(stats.ewma * 1000, 1)
 
     def render(self, peers: Sequence[Mapping[str, Any]] = ()) -> bytes:
-        """The exposition, with the other workers' snapshots added in."""
-        self._collector.peers = _Peers(peers)
-        try:
-            return generate_latest(self._registry)
-        finally:
-            self._collector.peers = _Peers(())
+        """The exposition of this process's counters plus the other workers' snapshots."""
+        self._collector.totals = _Totals([self.snapshot(), *peers])
+        return generate_latest(self._registry)
 
 
-class _Peers:
-    """Other workers' snapshots, summed and keyed like our own counters. Anything
-    malformed in a snapshot is skipped: a peer's file never breaks a scrape."""
+class _Totals:
+    """Snapshots (ours and the other workers'), summed and keyed like our counters.
+    Anything malformed in a snapshot is skipped: a peer's file never breaks a scrape."""
 
     def __init__(self, snapshots: Sequence[Mapping[str, Any]]) -> None:
         self.requests: dict[tuple[str, str, str, str], int] = {}
@@ -172,7 +169,7 @@ def _names(pool: ProviderPool) -> dict[str, str]:
 class _Collector(Collector):
     def __init__(self, metrics: Metrics) -> None:
         self.m = metrics
-        self.peers = _Peers(())
+        self.totals = _Totals(())
 
     def collect(self) -> Iterator[Metric]:
         names = _names(self.m.pool)
@@ -181,10 +178,7 @@ class _Collector(Collector):
             "Requests answered, by route, instance and status.",
             labels=["route", "provider_type", "instance", "name", "status"],
         )
-        counts = dict(self.peers.requests)
-        for key, count in self.m.requests.items():
-            counts[key] = counts.get(key, 0) + count
-        for (route, ptype, uid, status), count in counts.items():
+        for (route, ptype, uid, status), count in self.totals.requests.items():
             requests.add_metric([route, ptype, uid, names.get(uid, ""), status], count)
         yield requests
         latency = HistogramMetricFamily(
@@ -192,12 +186,7 @@ class _Collector(Collector):
             "Time to answer a request (a stream: until its end), by instance.",
             labels=["provider_type", "instance", "name"],
         )
-        sums = dict(self.peers.latency)
-        for lkey, stats in self.m.latency.items():
-            buckets, total, _ = sums.get(lkey, ([0] * len(stats.buckets), 0.0, 0))
-            merged = [a + b for a, b in zip(buckets, stats.buckets, strict=True)]
-            sums[lkey] = (merged, total + stats.total, 0)
-        for (ptype, uid), (buckets, total, _) in sums.items():
+        for (ptype, uid), (buckets, total, _) in self.totals.latency.items():
             cumulative, running = [], 0
             for bound, count in zip((*BUCKETS, float("inf")), buckets, strict=True):
                 running += count
@@ -211,10 +200,7 @@ class _Collector(Collector):
             labels=["provider_type", "instance", "name", "class"],
         )
         types = {e.node.uuid: e.node.provider_type for e in self.m.pool.entries()}
-        fails = dict(self.peers.failures)
-        for fkey, count in self.m.pool.failures.items():
-            fails[fkey] = fails.get(fkey, 0) + count
-        for (uid, kind), count in fails.items():
+        for (uid, kind), count in self.totals.failures.items():
             if uid in types:
                 failures.add_metric([types[uid], uid, names[uid], kind], count)
         yield failures
@@ -259,8 +245,8 @@ class _Collector(Collector):
             states.add_metric([*key, state.status, state.reason or ""], 1.0)
             until.add_metric(key, state.cooldown_until or 0.0)
             usable = state.healthy and not entry.node.disabled
-            peers_in_flight = self.peers.in_flight.get(entry.node.uuid, 0)
-            gauges["in_flight"].add_metric(key, state.in_flight + peers_in_flight)
+            in_flight = self.totals.in_flight.get(entry.node.uuid, 0)
+            gauges["in_flight"].add_metric(key, in_flight)
             gauges["healthy"].add_metric(key, 1.0 if usable else 0.0)
             gauges["usage"].add_metric(key, state.usage_count)
             gauges["errors"].add_metric(key, state.error_count)

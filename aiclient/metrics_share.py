@@ -105,6 +105,9 @@ def _load(path: Path) -> dict[str, Any] | None:
 
 
 def _write(path: Path, data: bytes) -> None:
+    """Readers see the old or the new snapshot, whole. Lighter than the pool file's
+    `atomic_write` on purpose: no fsync (this runs every second, and a snapshot lost
+    in a crash is a second behind at worst) and no existing file needed."""
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:

@@ -389,13 +389,7 @@ class Relay:
                 lease.success()
             await sink.finish()
         finally:
-            # Client gone (reset or cancelled) or any other exit: never leave the
-            # upstream stream running, and never blame the instance for the client.
-            lease.release()
-            if drained:
-                up.release()
-            else:
-                up.close()
+            _settle(lease, up, drained)
 
     async def count(self, call: Call, translate: Callable[[bytes], bytes] | None) -> Reply:
         """A token count: the upstream's answer, translated for the client if need be."""
@@ -491,11 +485,7 @@ class Relay:
             lease.success()
             await sink.finish()
         finally:
-            lease.release()
-            if drained:
-                up.release()
-            else:
-                up.close()
+            _settle(lease, up, drained)
 
     async def list_models(
         self, provider_type: str, client_headers: Mapping[str, str]
@@ -548,6 +538,17 @@ def _convert_answer(
         ) from exc
     answer = replace(answer, model=conversion.request.model)
     return orjson.dumps(CODECS[client].response_from_canonical(answer))
+
+
+def _settle(lease: Lease, up: UpstreamResponse, drained: bool) -> None:
+    """A relayed stream is over, however it ended (client gone, cancelled, broken):
+    free the lease without blaming the instance for the client, and never leave the
+    upstream stream running (a drained one goes back to the pool)."""
+    lease.release()
+    if drained:
+        up.release()
+    else:
+        up.close()
 
 
 def _require_event_stream(up: UpstreamResponse, lease: Lease) -> None:
