@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 from .config import PROVIDER_TYPES, PoolStrategy, parse_strategy
 from .errors import AiclientError, ConfigError, InvalidRequest, RouteNotFound
+from .http_server import App, Request, Response
 from .pool import Entry
 from .pool.store import JsonStyle, atomic_write
 from .runtime import RUNTIME, Runtime
@@ -41,13 +41,11 @@ class Conflict(AiclientError):
     kind = "invalid_request_error"
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        status=status, body=orjson.dumps(data), content_type="application/json"
-    )
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(status=status, body=orjson.dumps(data), content_type="application/json")
 
 
-def _entry(runtime: Runtime, request: web.Request) -> Entry:
+def _entry(runtime: Runtime, request: Request) -> Entry:
     uid = request.match_info["uuid"]
     entry = runtime.pool.get(uid)
     if entry is None:
@@ -100,12 +98,12 @@ def pool_view(runtime: Runtime, ptype: str) -> dict[str, Any]:
     }
 
 
-async def providers_status(request: web.Request) -> web.Response:
+async def providers_status(request: Request) -> Response:
     runtime = request.app[RUNTIME]
     return _json({"providers": [instance_view(runtime, e) for e in runtime.pool.entries()]})
 
 
-async def pools(request: web.Request) -> web.Response:
+async def pools(request: Request) -> Response:
     runtime = request.app[RUNTIME]
     return _json({"pools": {t: pool_view(runtime, t) for t in runtime.pool.types()}})
 
@@ -123,7 +121,7 @@ def _save_strategy(path: Path, ptype: str, spec: dict[str, Any]) -> None:
     atomic_write(path, JsonStyle.detect(text).render(data))
 
 
-async def put_pool(request: web.Request) -> web.Response:
+async def put_pool(request: Request) -> Response:
     runtime = request.app[RUNTIME]
     ptype = request.match_info["ptype"]
     if ptype not in PROVIDER_TYPES:
@@ -155,7 +153,7 @@ async def put_pool(request: web.Request) -> web.Response:
     return _json({"pool": pool_view(runtime, ptype), "savedTo": saved})
 
 
-async def instance_action(request: web.Request) -> web.Response:
+async def instance_action(request: Request) -> Response:
     runtime = request.app[RUNTIME]
     entry = _entry(runtime, request)
     action = request.match_info["action"]
@@ -181,7 +179,7 @@ async def instance_action(request: web.Request) -> web.Response:
     return _json({**result, "provider": instance_view(runtime, entry)})
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: App) -> None:
     router = app.router
     router.add_get(PREFIX + "/providers/status", providers_status)
     router.add_get(PREFIX + "/pools", pools)

@@ -7,15 +7,14 @@ invalid config/pool file.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
-from aiohttp import web
-
-from . import __version__
+from . import __version__, http_server
 from .bootstrap import PoolSetup, open_pools
 from .config import KEYS, Settings, load_settings
 from .errors import ConfigError
@@ -102,12 +101,12 @@ def _summary(settings: Settings, setup: PoolSetup) -> str:
     return "\n".join(lines)
 
 
-def _event_loop() -> Any:
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
         return None
-    return uvloop.new_event_loop()
+    return cast(Callable[[], asyncio.AbstractEventLoop], uvloop.new_event_loop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -171,15 +170,12 @@ def _serve(
     gc.freeze()
     gc.set_threshold(20_000, 20, 50)
     try:
-        web.run_app(
+        http_server.run(
             app,
             host=settings.host,
             port=settings.port,
-            access_log=None,
-            handler_cancellation=True,
-            print=None,
-            loop=_event_loop(),
-            reuse_port=reuse_port or None,
+            loop_factory=_loop_factory(),
+            reuse_port=reuse_port,
             backlog=2048,  # bursts of new connections must not overflow into SYN retries
         )
     except OSError as exc:

@@ -20,7 +20,6 @@ from dataclasses import replace
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 from . import __version__
 from .canonical import ChatRequest, TextPart
@@ -32,6 +31,7 @@ from .errors import (
     RouteNotFound,
     UnsupportedFeature,
 )
+from .http_server import App, Request, Response, StreamResponse
 from .pool.models import iso_now
 from .prompts import apply_system_prompt, last_message_text
 from .protocols import ApiProtocol
@@ -56,7 +56,7 @@ _OWNERS = {
 }
 
 
-def _runtime(request: web.Request) -> Runtime:
+def _runtime(request: Request) -> Runtime:
     return request.app[RUNTIME]
 
 
@@ -66,16 +66,16 @@ def _relay(runtime: Runtime) -> Relay:
 
 
 class _StreamSink:
-    """The relay's ResponseSink on an aiohttp StreamResponse."""
+    """The relay's ResponseSink on a StreamResponse."""
 
     __slots__ = ("request", "response")
 
-    def __init__(self, request: web.Request) -> None:
+    def __init__(self, request: Request) -> None:
         self.request = request
-        self.response: web.StreamResponse | None = None
+        self.response: StreamResponse | None = None
 
     async def start(self, headers: Mapping[str, str]) -> None:
-        response = web.StreamResponse(status=200, headers={**headers, **CORS_HEADERS})
+        response = StreamResponse(status=200, headers={**headers, **CORS_HEADERS})
         await response.prepare(self.request)
         self.response = response
 
@@ -88,7 +88,7 @@ class _StreamSink:
         await self.response.write_eof()
 
 
-async def _read_json(request: web.Request) -> tuple[bytes, dict[str, Any]]:
+async def _read_json(request: Request) -> tuple[bytes, dict[str, Any]]:
     body = await request.read()
     if not body.strip():
         raise InvalidRequest("Request body is empty: expected a JSON object")
@@ -104,7 +104,7 @@ async def _read_json(request: web.Request) -> tuple[bytes, dict[str, Any]]:
 
 
 def _target(
-    request: web.Request,
+    request: Request,
     runtime: Runtime,
     client: ApiProtocol,
     body_choice: str | None = None,
@@ -203,13 +203,13 @@ def _canonical(
 
 
 async def _generate(
-    request: web.Request,
+    request: Request,
     client: ApiProtocol,
     *,
     path_model: str | None = None,
     stream: bool | None = None,
     json_array: bool = False,
-) -> web.StreamResponse:
+) -> StreamResponse:
     runtime = _runtime(request)
     settings = runtime.settings
     body, parsed = await _read_json(request)
@@ -278,7 +278,7 @@ async def _generate(
     reply = await relay.complete(call)
     if prompts is not None and transcript is not None:
         prompts.log("OUTPUT", _answer_text(client, reply.body))
-    return web.Response(
+    return Response(
         status=reply.status,
         body=reply.body,
         headers={"Content-Type": reply.content_type},
@@ -293,22 +293,22 @@ def _answer_text(client: ApiProtocol, body: bytes) -> str:
     return "".join(p.text for p in answer.parts if isinstance(p, TextPart))
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
+async def chat_completions(request: Request) -> StreamResponse:
     return await _generate(request, ApiProtocol.OPENAI)
 
 
-async def messages(request: web.Request) -> web.StreamResponse:
+async def messages(request: Request) -> StreamResponse:
     return await _generate(request, ApiProtocol.CLAUDE)
 
 
-def _gemini_tail(request: web.Request) -> tuple[str, str]:
+def _gemini_tail(request: Request) -> tuple[str, str]:
     model, colon, method = request.match_info["tail"].rpartition(":")
     if not colon or not model:
         raise RouteNotFound("Not Found")
     return model.removeprefix("models/"), method
 
 
-async def gemini_method(request: web.Request) -> web.StreamResponse:
+async def gemini_method(request: Request) -> StreamResponse:
     """POST /v1beta/models/{model}:{generateContent|streamGenerateContent|countTokens}."""
     model, method = _gemini_tail(request)
     if method == "generateContent":
@@ -327,7 +327,7 @@ async def gemini_method(request: web.Request) -> web.StreamResponse:
     raise RouteNotFound(f"Not Found: unknown method {method!r}")
 
 
-async def count_tokens(request: web.Request) -> web.StreamResponse:
+async def count_tokens(request: Request) -> StreamResponse:
     """POST /v1/messages/count_tokens."""
     return await _count(request, ApiProtocol.CLAUDE, None)
 
@@ -352,8 +352,8 @@ def _count_answer(client: ApiProtocol, upstream: ApiProtocol, raw: bytes) -> byt
 
 
 async def _count(
-    request: web.Request, client: ApiProtocol, path_model: str | None
-) -> web.StreamResponse:
+    request: Request, client: ApiProtocol, path_model: str | None
+) -> StreamResponse:
     runtime = _runtime(request)
     body, parsed = await _read_json(request)
     ptype, provider_cls = _target(request, runtime, client)
@@ -377,13 +377,13 @@ async def _count(
     call = Call(client, ptype, model, False, body, request.headers)
     request[CALL] = call
     reply = await _relay(runtime).count(call, translate)
-    return web.Response(
+    return Response(
         status=reply.status, body=reply.body, headers={"Content-Type": reply.content_type}
     )
 
 
 async def _model_list(
-    request: web.Request, client: ApiProtocol
+    request: Request, client: ApiProtocol
 ) -> tuple[list[str], bytes | None, ApiProtocol]:
     """The model ids, the raw upstream list when it is already in `client`'s shape, and
     the upstream's protocol."""
@@ -407,11 +407,11 @@ def models_protocol(headers: Mapping[str, str]) -> ApiProtocol:
     return ApiProtocol.OPENAI
 
 
-async def models(request: web.Request) -> web.StreamResponse:
+async def models(request: Request) -> StreamResponse:
     return await _models_response(request, models_protocol(request.headers))
 
 
-async def model(request: web.Request) -> web.StreamResponse:
+async def model(request: Request) -> StreamResponse:
     """GET /v1/models/{model}: one model, in the asking client's shape."""
     client = models_protocol(request.headers)
     wanted = request.match_info["tail"].removeprefix("models/")
@@ -420,36 +420,34 @@ async def model(request: web.Request) -> web.StreamResponse:
         raise ModelNotFound(f"The model {wanted!r} does not exist")
     data = render_model_list(client, [wanted], owned_by=_OWNERS[upstream], created=0)
     item = data["models" if client is ApiProtocol.GEMINI else "data"][0]
-    return web.Response(body=orjson.dumps(item), content_type="application/json")
+    return Response(body=orjson.dumps(item), content_type="application/json")
 
 
-async def gemini_models(request: web.Request) -> web.StreamResponse:
+async def gemini_models(request: Request) -> StreamResponse:
     return await _models_response(request, ApiProtocol.GEMINI)
 
 
-async def _models_response(request: web.Request, client: ApiProtocol) -> web.StreamResponse:
+async def _models_response(request: Request, client: ApiProtocol) -> StreamResponse:
     ids, raw, upstream = await _model_list(request, client)
     if raw is not None:
-        return web.Response(body=raw, content_type="application/json")
+        return Response(body=raw, content_type="application/json")
     data = render_model_list(
         client, ids, owned_by=_OWNERS[upstream], created=int(time.time())
     )
-    return web.Response(body=orjson.dumps(data), content_type="application/json")
+    return Response(body=orjson.dumps(data), content_type="application/json")
 
 
-async def gemini_model(request: web.Request) -> web.StreamResponse:
+async def gemini_model(request: Request) -> StreamResponse:
     """GET /v1beta/models/{model}: one entry of the model list, in Gemini's shape."""
     wanted = request.match_info["tail"].removeprefix("models/")
     ids, _, _ = await _model_list(request, ApiProtocol.GEMINI)
     if wanted not in ids:
         raise ModelNotFound(f"models/{wanted} is not found")
     data = render_model_list(ApiProtocol.GEMINI, [wanted], owned_by="google", created=0)
-    return web.Response(
-        body=orjson.dumps(data["models"][0]), content_type="application/json"
-    )
+    return Response(body=orjson.dumps(data["models"][0]), content_type="application/json")
 
 
-async def health(request: web.Request) -> web.StreamResponse:
+async def health(request: Request) -> StreamResponse:
     runtime = _runtime(request)
     data: dict[str, Any] = {
         "status": "healthy",
@@ -474,10 +472,10 @@ async def health(request: web.Request) -> web.StreamResponse:
     }
     if runtime.writer is not None and runtime.writer.paused:
         data["poolFile"] = {"writeBack": "paused", "reason": "the pool file is invalid"}
-    return web.Response(body=orjson.dumps(data), content_type="application/json")
+    return Response(body=orjson.dumps(data), content_type="application/json")
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: App) -> None:
     router = app.router
     for prefix in ("", "/{ptype}"):
         router.add_post(prefix + "/v1/chat/completions", chat_completions)

@@ -11,9 +11,9 @@ import os
 import time
 
 import orjson
-from aiohttp import web
 
 from . import __version__
+from .http_server import App, Request, Response
 from .metrics import CONTENT_TYPE, instance_status
 from .pool.models import iso_now
 from .runtime import RUNTIME
@@ -21,14 +21,14 @@ from .runtime import RUNTIME
 __all__ = ["add_routes"]
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def metrics(request: Request) -> Response:
     runtime = request.app[RUNTIME]
     peers = await runtime.share.peers() if runtime.share is not None else []
     body = runtime.metrics.render(peers)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+    return Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
-async def status_json(request: web.Request) -> web.Response:
+async def status_json(request: Request) -> Response:
     runtime = request.app[RUNTIME]
     writer = runtime.writer
     data = {
@@ -47,14 +47,14 @@ async def status_json(request: web.Request) -> web.Response:
         },
         "pools": instance_status(runtime.metrics),
     }
-    return web.Response(body=orjson.dumps(data), content_type="application/json")
+    return Response(body=orjson.dumps(data), content_type="application/json")
 
 
-async def status_page(request: web.Request) -> web.Response:
-    return web.Response(text=_PAGE, content_type="text/html")
+async def status_page(request: Request) -> Response:
+    return Response(text=_PAGE, content_type="text/html")
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: App) -> None:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/status", status_page)
     app.router.add_get("/status.json", status_json)

@@ -26,9 +26,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from .config import Settings
+from .http_server import App
 from .protocols import ApiProtocol
 from .tasks import spawn
 
@@ -154,7 +153,7 @@ class Prompts:
             if item is None:
                 return
 
-    async def context(self, app: web.Application) -> AsyncIterator[None]:
+    async def context(self, app: App) -> AsyncIterator[None]:
         """cleanup_ctx: read the system prompt file, run the log writer, flush it."""
         if self.settings.system_prompt_file:
             path = Path(self.settings.system_prompt_file)

@@ -14,10 +14,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
-from aiohttp import web
-
 from .credentials import RefreshingProvider
 from .errors import UpstreamError
+from .http_server import App
 from .pool import Entry, Lease
 from .runtime import Runtime
 from .tasks import spawn
@@ -55,8 +54,8 @@ async def refresh_all(runtime: Runtime) -> tuple[int, int]:
 
 def refresher_context(
     runtime: Runtime,
-) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def context(app: web.Application) -> AsyncIterator[None]:
+) -> Callable[[App], AsyncIterator[None]]:
+    async def context(app: App) -> AsyncIterator[None]:
         settings = runtime.settings
         task = None
         if settings.cron_refresh_token and runtime.relay is not None:

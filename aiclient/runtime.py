@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from aiohttp import web
-
 from .bootstrap import PoolSetup
 from .config import Settings
+from .http_server import Key
 from .metrics import Metrics
 from .metrics_share import MetricsShare
 from .pool import ProviderPool
@@ -64,6 +63,6 @@ class Runtime:
         return types[0] if types else None
 
 
-RUNTIME = web.AppKey("runtime", Runtime)
-CALL = web.RequestKey("call", Call)
-UPSTREAM_PROTOCOL = web.RequestKey("upstream_protocol", ApiProtocol)
+RUNTIME = Key("runtime", Runtime)
+CALL = Key("call", Call)
+UPSTREAM_PROTOCOL = Key("upstream_protocol", ApiProtocol)

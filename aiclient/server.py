@@ -1,4 +1,4 @@
-"""The aiohttp application: middleware (CORS, auth, errors, access log) and lifecycle.
+"""The application: middleware (CORS, auth, errors, access log) and lifecycle.
 
 `build_app` only assembles: settings, pool, relay and endpoints reach handlers through
 typed AppKeys. The lifecycle context owns the one upstream ClientSession, the demo
@@ -17,7 +17,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 import aiohttp
-from aiohttp import web
 
 from . import admin, endpoints, observe
 from .bootstrap import PoolSetup
@@ -34,6 +33,7 @@ from .errors import (
     Unauthorized,
 )
 from .http_client import HttpClient
+from .http_server import App, Handler, HTTPError, Request, Response, StreamResponse
 from .log import redact_bytes, register_secrets
 from .metrics import Metrics
 from .metrics_share import MetricsShare
@@ -57,7 +57,7 @@ access_logger = logging.getLogger("aiclient.access")
 _UNAUTHORIZED = "Unauthorized: API key is invalid or missing."
 
 
-def _client_protocol(request: web.Request) -> ApiProtocol | None:
+def _client_protocol(request: Request) -> ApiProtocol | None:
     path = request.path
     if path.endswith(("/v1/messages", "/v1/messages/count_tokens")):
         return ApiProtocol.CLAUDE
@@ -66,7 +66,7 @@ def _client_protocol(request: web.Request) -> ApiProtocol | None:
     return models_protocol(request.headers)
 
 
-def _authorized(request: web.Request, key: bytes) -> bool:
+def _authorized(request: Request, key: bytes) -> bool:
     """Any of the four ways a client may present the key; compared in constant time."""
     headers = request.headers
     candidates: list[str] = []
@@ -77,7 +77,7 @@ def _authorized(request: web.Request, key: bytes) -> bool:
         value = headers.get(name)
         if value:
             candidates.append(value)
-    query_key = request.query.get("key")
+    query_key = request.query.get("key") if request.query_string else None
     if query_key:
         candidates.append(query_key)
     ok = False
@@ -86,7 +86,7 @@ def _authorized(request: web.Request, key: bytes) -> bool:
     return ok
 
 
-def _error_response(request: web.Request, err: AiclientError) -> web.Response:
+def _error_response(request: Request, err: AiclientError) -> Response:
     reply = render_error(
         _client_protocol(request),
         err,
@@ -98,10 +98,10 @@ def _error_response(request: web.Request, err: AiclientError) -> web.Response:
     if isinstance(err, PoolCoolingDown):
         headers["retry-after"] = str(max(1, math.ceil(err.retry_after)))
     # An upstream may echo a credential in its error; the client never sees it.
-    return web.Response(status=reply.status, body=redact_bytes(reply.body), headers=headers)
+    return Response(status=reply.status, body=redact_bytes(reply.body), headers=headers)
 
 
-def _admin_gate(request: web.Request, admin_key: bytes | None) -> None:
+def _admin_gate(request: Request, admin_key: bytes | None) -> None:
     """The admin API: 404 without ADMIN_API_KEY; else its own bearer key, only."""
     if admin_key is None:
         raise RouteNotFound("Not Found")
@@ -111,7 +111,7 @@ def _admin_gate(request: web.Request, admin_key: bytes | None) -> None:
         raise Unauthorized("Unauthorized: the admin API needs ADMIN_API_KEY.")
 
 
-def _make_middleware(runtime: Runtime) -> Callable[..., Awaitable[web.StreamResponse]]:
+def _make_middleware(runtime: Runtime) -> Callable[..., Awaitable[StreamResponse]]:
     key = runtime.settings.required_api_key.encode()
     admin = runtime.settings.admin_api_key
     admin_key = admin.encode() if admin else None
@@ -119,19 +119,15 @@ def _make_middleware(runtime: Runtime) -> Callable[..., Awaitable[web.StreamResp
     if runtime.settings.metrics_public:
         public_paths.add("/metrics")
 
-    def public(request: web.Request) -> bool:
+    def public(request: Request) -> bool:
         path = request.path
         return path in public_paths or (path.endswith("/health") and path.count("/") == 2)
 
-    @web.middleware
-    async def middleware(
-        request: web.Request,
-        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-    ) -> web.StreamResponse:
+    async def middleware(request: Request, handler: Handler) -> StreamResponse:
         started = time.perf_counter()
         if request.method == "OPTIONS":
-            return web.Response(status=204, headers=CORS_HEADERS)
-        response: web.StreamResponse
+            return Response(status=204, headers=CORS_HEADERS)
+        response: StreamResponse
         try:
             if request.path.startswith("/admin/"):
                 _admin_gate(request, admin_key)
@@ -140,8 +136,9 @@ def _make_middleware(runtime: Runtime) -> Callable[..., Awaitable[web.StreamResp
             response = await handler(request)
         except AiclientError as err:
             response = _error_response(request, err)
-        except web.HTTPException as exc:
+        except HTTPError as exc:
             response = _error_response(request, _from_http_exception(exc))
+            response.headers.update(exc.headers)  # 405's Allow
         except Exception:
             logger.exception("unexpected error serving %s %s", request.method, request.path)
             response = _error_response(request, AiclientError("Internal server error"))
@@ -150,9 +147,8 @@ def _make_middleware(runtime: Runtime) -> Callable[..., Awaitable[web.StreamResp
         elapsed = time.perf_counter() - started
         call = request.get(CALL)
         node = call.served_by if call else None
-        resource = request.match_info.route.resource
         runtime.metrics.observe(
-            resource.canonical if resource is not None else "unmatched",
+            request.route,
             call.provider_type if call else "",
             node.uuid if node else "",
             response.status,
@@ -173,18 +169,19 @@ def _make_middleware(runtime: Runtime) -> Callable[..., Awaitable[web.StreamResp
     return middleware
 
 
-def _from_http_exception(exc: web.HTTPException) -> AiclientError:
+def _from_http_exception(exc: HTTPError) -> AiclientError:
     if exc.status == 413:
         return PayloadTooLarge(
             "Request body too large: the limit is MAX_REQUEST_BODY_BYTES"
         )
     if exc.status == 405:
-        return MethodNotAllowed(f"Method Not Allowed: {exc.reason}")
+        allowed = exc.headers.get("Allow", "")
+        return MethodNotAllowed(f"Method Not Allowed: this path takes {allowed}")
     return RouteNotFound("Not Found")
 
 
-def _lifecycle(runtime: Runtime) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def context(app: web.Application) -> AsyncIterator[None]:
+def _lifecycle(runtime: Runtime) -> Callable[[App], AsyncIterator[None]]:
+    async def context(app: App) -> AsyncIterator[None]:
         settings = runtime.settings
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
         timeout = aiohttp.ClientTimeout(
@@ -289,7 +286,7 @@ async def _warm_up(relay: Relay) -> None:
 
 def build_app(
     settings: Settings, setup: PoolSetup, share: MetricsShare | None = None
-) -> web.Application:
+) -> App:
     """Assemble the application for `settings` and the pool `setup` describes;
     `share` when it is one of `--workers N` (its metrics are the group's)."""
     pool = ProviderPool(
@@ -307,8 +304,8 @@ def build_app(
     metrics.paused = lambda: runtime.writer is not None and runtime.writer.paused
     register_secrets(settings.secrets())
     _register_node_secrets(setup.nodes)
-    app = web.Application(
-        middlewares=[_make_middleware(runtime)],
+    app = App(
+        middleware=_make_middleware(runtime),
         client_max_size=settings.max_body_bytes,
     )
     app[RUNTIME] = runtime

@@ -13,12 +13,12 @@ from typing import Any
 
 import openai
 import pytest
-from aiohttp.test_utils import TestServer
 from blockbuster import BlockBuster, blockbuster_ctx
 
 from aiclient import log as aiclient_log
 from aiclient.bootstrap import open_pools
 from aiclient.config import Settings
+from aiclient.http_server import Server
 from aiclient.runtime import RUNTIME, Runtime
 from aiclient.server import build_app
 from tests.fakes import FakeClaude, FakeGemini, FakeOpenAI
@@ -200,12 +200,12 @@ def make_settings(**overrides: Any) -> Settings:
 
 @dataclass
 class Proxy:
-    server: TestServer
+    server: Server
     pools_path: Path | None
 
     @property
     def url(self) -> str:
-        return str(self.server.make_url("")).rstrip("/")
+        return f"http://127.0.0.1:{self.server.port}"
 
     @property
     def runtime(self) -> Runtime:
@@ -240,7 +240,7 @@ async def send_chats(proxy: Proxy, count: int = 1, concurrency: int = 20) -> Non
 @pytest.fixture
 async def start_proxy(tmp_path: Path) -> AsyncIterator[StartProxy]:
     """Start the proxy on 127.0.0.1 with a pool file written from `pools`."""
-    servers: list[TestServer] = []
+    servers: list[Server] = []
 
     async def start(pools: dict[str, Any] | None = None, **overrides: Any) -> Proxy:
         path = None
@@ -251,10 +251,8 @@ async def start_proxy(tmp_path: Path) -> AsyncIterator[StartProxy]:
             overrides.setdefault("pools_file", str(path))
         settings = make_settings(**overrides)
         setup = await asyncio.to_thread(open_pools, settings)
-        server = TestServer(
-            build_app(settings, setup), host="127.0.0.1", handler_cancellation=True
-        )
-        await server.start_server()
+        server = Server(build_app(settings, setup))
+        await server.start("127.0.0.1", 0)
         servers.append(server)
         return Proxy(server, path)
 

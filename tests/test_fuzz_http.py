@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aiclient.bootstrap import open_pools
+from aiclient.http_server import Server
 from aiclient.server import build_app
 from tests.conftest import (
     API_KEY,
@@ -59,9 +59,9 @@ def live_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 hot_reload=False,
             )
             setup = await asyncio.to_thread(open_pools, config)
-            server = TestServer(build_app(config, setup), host="127.0.0.1")
-            await server.start_server()
-            found["url"] = str(server.make_url("")).rstrip("/")
+            server = Server(build_app(config, setup))
+            await server.start("127.0.0.1", 0)
+            found["url"] = f"http://127.0.0.1:{server.port}"
             ready.set()
             await stop.wait()
             await server.close()
