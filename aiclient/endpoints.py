@@ -40,7 +40,7 @@ from .protocols.models import render_model_list
 from .providers import PROVIDERS, Provider
 from .relay import Call, Conversion, Relay
 from .routing import resolve_provider_type, split_model_prefix
-from .runtime import CALL, CORS_HEADERS, RUNTIME, UPSTREAM_PROTOCOL, Runtime
+from .runtime import CALL, RUNTIME, UPSTREAM_PROTOCOL, Runtime
 
 __all__ = ["add_routes"]
 
@@ -75,7 +75,7 @@ class _StreamSink:
         self.response: StreamResponse | None = None
 
     async def start(self, headers: Mapping[str, str]) -> None:
-        response = StreamResponse(status=200, headers={**headers, **CORS_HEADERS})
+        response = StreamResponse(status=200, headers=headers)
         await response.prepare(self.request)
         self.response = response
 

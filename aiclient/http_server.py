@@ -182,10 +182,16 @@ class App:
         *,
         middleware: Middleware | None = None,
         client_max_size: int = 1024**2,
+        default_headers: Mapping[str, str] | None = None,
     ) -> None:
         self.router = Router()
         self.middleware = middleware
         self.client_max_size = client_max_size
+        # Sent with every response (CORS): formatted once, not per response; a
+        # handler's header of the same name is dropped.
+        defaults = dict(default_headers or {})
+        self.head_extra = "".join(f"{k}: {v}\r\n" for k, v in defaults.items())
+        self.head_skip = _FRAMING | {k.lower() for k in defaults}
         self.cleanup_ctx: list[CleanupContext] = []
         self._state: dict[Key[Any], Any] = {}
 
@@ -428,14 +434,18 @@ def _head(
     chunked: bool,
     keep_alive: bool,
     version: str,
+    extra: str = "",
+    skip: frozenset[str] = _FRAMING,
 ) -> bytes:
-    lines = [_status_line(status), "Date: ", _date(), "\r\n"]
+    lines = [_status_line(status), "Date: ", _date(), "\r\n", extra]
     connection = False
     for name, value in headers.items():
         if "\n" in value or "\r" in value or "\n" in name:
             continue
         lowered = name.lower()
-        if lowered in _FRAMING:
+        if lowered in skip:
+            if lowered not in _FRAMING:
+                continue
             # The server owns framing; a handler's "Connection: keep-alive" (the SSE
             # headers clients expect) goes out only while it is true.
             if lowered != "connection" or not keep_alive or value != "keep-alive":
@@ -716,6 +726,7 @@ class _HttpConnection(asyncio.Protocol):
         else:  # HTTP/1.0 has no chunking: the body ends when the connection does
             keep_alive = self.keep_alive = False
         self._chunked = chunked
+        app = self.app
         head = _head(
             response.status,
             response.headers,
@@ -723,6 +734,8 @@ class _HttpConnection(asyncio.Protocol):
             chunked=chunked,
             keep_alive=keep_alive,
             version=request.version,
+            extra=app.head_extra,
+            skip=app.head_skip,
         )
         if length and not response._head_only:
             # One write for head and body: one send, one wake-up of the client.
@@ -798,6 +811,8 @@ class _HttpConnection(asyncio.Protocol):
                         chunked=False,
                         keep_alive=False,
                         version="1.1",
+                        extra=self.app.head_extra,
+                        skip=self.app.head_skip,
                     )
                     + body
                 )

@@ -126,7 +126,7 @@ def _make_middleware(runtime: Runtime) -> Callable[..., Awaitable[StreamResponse
     async def middleware(request: Request, handler: Handler) -> StreamResponse:
         started = time.perf_counter()
         if request.method == "OPTIONS":
-            return Response(status=204, headers=CORS_HEADERS)
+            return Response(status=204)  # the CORS headers go with every response
         response: StreamResponse
         try:
             if request.path.startswith("/admin/"):
@@ -142,8 +142,6 @@ def _make_middleware(runtime: Runtime) -> Callable[..., Awaitable[StreamResponse
         except Exception:
             logger.exception("unexpected error serving %s %s", request.method, request.path)
             response = _error_response(request, AiclientError("Internal server error"))
-        if not response.prepared:
-            response.headers.update(CORS_HEADERS)
         elapsed = time.perf_counter() - started
         call = request.get(CALL)
         node = call.served_by if call else None
@@ -306,6 +304,7 @@ def build_app(
     _register_node_secrets(setup.nodes)
     app = App(
         middleware=_make_middleware(runtime),
+        default_headers=CORS_HEADERS,
         client_max_size=settings.max_body_bytes,
     )
     app[RUNTIME] = runtime
