@@ -394,7 +394,8 @@ class Response(StreamResponse):
         super().__init__(status=status, headers=headers)
         if text is not None:
             body = text.encode()
-            if content_type is not None and "charset" not in content_type:
+            content_type = content_type or "text/plain"
+            if "charset" not in content_type:
                 content_type += "; charset=utf-8"
         if content_type is not None:
             self.headers["Content-Type"] = content_type
@@ -440,7 +441,7 @@ def _head(
     lines = [_status_line(status), "Date: ", _date(), "\r\n", extra]
     connection = False
     for name, value in headers.items():
-        if "\n" in value or "\r" in value or "\n" in name:
+        if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
             continue
         lowered = name.lower()
         if lowered in skip:
@@ -471,7 +472,6 @@ class _HttpConnection(asyncio.Protocol):
         "_chunked",
         "_closing",
         "_drain",
-        "_eof",
         "_head_size",
         "_headers",
         "_last_data",
@@ -481,6 +481,7 @@ class _HttpConnection(asyncio.Protocol):
         "_request",
         "_response",
         "_task",
+        "_upgrade_body",
         "_url",
         "_waiting_body",
         "_write_paused",
@@ -512,7 +513,7 @@ class _HttpConnection(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._last_data = 0.0  # when the client last sent bytes (or was last answered)
         self._waiting_body = False
-        self._eof = False
+        self._upgrade_body = 0  # body bytes of an Upgrade request still to come
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -523,13 +524,21 @@ class _HttpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_data = self.loop.time()
+        if self._upgrade_body:
+            data = self._raw_body(data)
+            if not data:
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             # Upgrade (h2c, websocket) is not offered: the request is served as plain
-            # HTTP/1.1 and parsing goes on with a fresh parser after it.
+            # HTTP/1.1. llhttp stops at the end of its head, so its body (if any) is
+            # taken here, and a fresh parser goes on after it: never is a body parsed
+            # as requests of its own.
             self._parser = httptools.HttpRequestParser(self)
             rest = data[exc.args[0] :] if exc.args and isinstance(exc.args[0], int) else b""
+            if self._upgrade_body:
+                rest = self._raw_body(rest)
             if rest:
                 self.data_received(rest)
         except httptools.HttpParserError as exc:
@@ -537,10 +546,18 @@ class _HttpConnection(asyncio.Protocol):
             cause = exc.__context__
             self._refuse(cause.status if isinstance(cause, HTTPError) else 400)
 
-    def eof_received(self) -> bool:
-        # A client that half-closes after its request still gets the answer.
-        self._eof = True
-        return self._task is not None or bool(self._pipeline)
+    def _raw_body(self, data: bytes) -> bytes:
+        """Feed an upgrade request's Content-Length body; returns the bytes after it."""
+        size = self._upgrade_body
+        part, rest = data[:size], data[size:]
+        self._upgrade_body -= len(part)
+        request = self._request
+        if request is not None:
+            request._feed(part, self.app.client_max_size)
+            if not self._upgrade_body:
+                self._request = None
+                request._end()
+        return rest
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
@@ -602,6 +619,11 @@ class _HttpConnection(asyncio.Protocol):
         if "%" in path:
             path = unquote(raw_path.decode("utf-8", "replace"))
         headers: CIMultiDict[str] = CIMultiDict(self._headers)
+        length = headers.get("Content-Length")
+        if parser.should_upgrade():
+            if "chunked" in headers.get("Transfer-Encoding", "").lower():
+                raise HTTPError(400)  # llhttp would skip it: refuse, never misparse
+            self._upgrade_body = int(length) if length and length.isdigit() else 0
         request = Request(
             self,
             parser.get_method().decode("ascii", "replace"),
@@ -612,7 +634,6 @@ class _HttpConnection(asyncio.Protocol):
             parser.should_keep_alive(),
         )
         self._request = request
-        length = headers.get("Content-Length")
         if (
             length is not None
             and length.isdigit()
@@ -635,7 +656,7 @@ class _HttpConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         request = self._request
-        if request is not None:
+        if request is not None and not self._upgrade_body:
             self._request = None
             request._end()
 
@@ -700,7 +721,7 @@ class _HttpConnection(asyncio.Protocol):
                 self.transport.resume_reading()
             self._start(request)
             return
-        if self.server.stopping or self._eof:
+        if self.server.stopping:
             self._close()
             return
         self._last_data = self.loop.time()  # the keep-alive wait starts now
@@ -713,7 +734,10 @@ class _HttpConnection(asyncio.Protocol):
         response._conn = self
         response._head_only = request.method == "HEAD"
         keep_alive = self.keep_alive = (
-            self.keep_alive and request.keep_alive and not self.server.stopping
+            self.keep_alive
+            and request.keep_alive
+            and request._body_done  # else the unread rest is dropped with the socket
+            and not self.server.stopping
         )
         length: int | None = None
         chunked = False
