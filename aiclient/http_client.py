@@ -595,9 +595,28 @@ class HttpClient:
 def _head(
     method: str, target: _Target, body: bytes | None, headers: Mapping[str, str]
 ) -> bytes:
-    lines = [f"{method} {target.target} HTTP/1.1\r\nHost: {target.host_header}\r\n"]
+    block = _header_block(headers)
+    length = "" if body is None else f"Content-Length: {len(body)}\r\n"
+    return (
+        f"{method} {target.target} HTTP/1.1\r\nHost: {target.host_header}\r\n"
+        f"{block}{length}\r\n"
+    ).encode()
+
+
+_blocks: dict[tuple[tuple[str, str], ...], str] = {}
+_BLOCKS_MAX = 256
+
+
+def _header_block(headers: Mapping[str, str]) -> str:
+    """The header lines for `headers` (checked, framing headers left to us), cached:
+    an instance sends the same few header sets over and over."""
+    key = tuple(headers.items())
+    block = _blocks.get(key)
+    if block is not None:
+        return block
+    lines = []
     has_encoding = False
-    for name, value in headers.items():
+    for name, value in key:
         if _unsafe(name) or _unsafe(value):
             shown = name.replace("\r", " ").replace("\n", " ").strip()
             raise InvalidRequest(f"the {shown!r} header contains CR, LF or NUL")
@@ -609,10 +628,11 @@ def _head(
         lines.append(f"{name}: {value}\r\n")
     if not has_encoding:
         lines.append("Accept-Encoding: gzip, deflate\r\n")
-    if body is not None:
-        lines.append(f"Content-Length: {len(body)}\r\n")
-    lines.append("\r\n")
-    return "".join(lines).encode("utf-8")
+    block = "".join(lines)
+    if len(_blocks) >= _BLOCKS_MAX:
+        _blocks.clear()
+    _blocks[key] = block
+    return block
 
 
 def _os_reason(exc: OSError) -> str:

@@ -46,12 +46,25 @@ class Runtime:
     checker: HealthChecker | None = None
     share: MetricsShare | None = None  # --workers: the group's metrics
     started: float = field(default_factory=time.time)
+    # default_provider's answers for the pool's current set of types
+    _defaults: dict[ApiProtocol | None, str | None] = field(default_factory=dict)
+    _defaults_for: object = None
 
     def default_provider(self, client: ApiProtocol | None = None) -> str | None:
         """MODEL_PROVIDER; without it, the pool's first type speaking the client's
         protocol (so no conversion is needed), else the pool's first type."""
         if self.settings.model_provider:
             return self.settings.model_provider
+        generation = self.pool.layout
+        if self._defaults_for is not generation:
+            self._defaults = {}
+            self._defaults_for = generation
+        if client in self._defaults:
+            return self._defaults[client]
+        answer = self._defaults[client] = self._default_for(client)
+        return answer
+
+    def _default_for(self, client: ApiProtocol | None) -> str | None:
         types = self.pool.types()
         for ptype in types:
             if (

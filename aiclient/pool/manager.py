@@ -173,6 +173,11 @@ class ProviderPool:
     def types(self) -> list[str]:
         return list(self._by_type)
 
+    @property
+    def layout(self) -> object:
+        """Changes (by identity) whenever the pool is reloaded."""
+        return self._by_type
+
     def has_type(self, provider_type: str) -> bool:
         return provider_type in self._by_type
 

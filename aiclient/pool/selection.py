@@ -55,8 +55,10 @@ class Selector:
 
     def choose(self, candidates: Sequence[Candidate]) -> Candidate:
         """One of `candidates` (never empty)."""
-        pick = getattr(self, "_" + self.strategy, self._round_robin)(candidates)
-        assert isinstance(pick, Candidate)
+        if len(candidates) == 1:
+            pick = candidates[0]  # every strategy's answer; none keeps memory of it
+        else:
+            pick = _PICKERS.get(self.strategy, Selector._round_robin)(self, candidates)
         self.cursor = pick.pos
         return pick
 
@@ -65,7 +67,12 @@ class Selector:
         return sorted(candidates, key=lambda c: (c.pos <= self.cursor, c.pos))
 
     def _round_robin(self, candidates: Sequence[Candidate]) -> Candidate:
-        return self._rotation(candidates)[0]
+        # candidates come in file order: the first after the last pick, else wrap
+        cursor = self.cursor
+        for candidate in candidates:
+            if candidate.pos > cursor:
+                return candidate
+        return candidates[0]
 
     def _least(
         self, candidates: Sequence[Candidate], key: Callable[[Candidate], float]
@@ -112,3 +119,13 @@ class Selector:
             )
 
         return self._least(candidates, score)
+
+
+_PICKERS: dict[str, Callable[[Selector, Sequence[Candidate]], Candidate]] = {
+    "round_robin": Selector._round_robin,
+    "weighted": Selector._weighted,
+    "least_connections": Selector._least_connections,
+    "random": Selector._random,
+    "lru": Selector._lru,
+    "adaptive": Selector._adaptive,
+}
