@@ -8,13 +8,12 @@ tolerant the way upstreams need it to be: `\\n`, `\\r\\n` and `\\r` line ends, s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["JSONArrayDecoder", "SSEDecoder", "SSEEvent", "encode_sse"]
 
 
-@dataclass(frozen=True, slots=True)
-class SSEEvent:
+class SSEEvent(NamedTuple):  # a tuple: built per event, twice (in and out)
     event: str | None
     data: str
 
@@ -30,14 +29,17 @@ def encode_sse(event: SSEEvent) -> bytes:
 
 
 class SSEDecoder:
-    """Bytes in, complete SSEEvents out."""
+    """Bytes in, complete SSEEvents out.
 
-    __slots__ = ("_buffer", "_data", "_event")
+    Events end at a blank line, so the decoder keeps only the bytes after the last
+    one and parses whole events: the usual shapes (`data: ...` alone, or after one
+    `event: ...` line) without going line by line, anything else line by line.
+    """
+
+    __slots__ = ("_buffer",)
 
     def __init__(self) -> None:
         self._buffer = b""
-        self._event: str | None = None
-        self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         buffer = self._buffer + chunk if self._buffer else chunk
@@ -46,44 +48,54 @@ class SSEDecoder:
             if buffer[-1] == 0x0D:  # a `\r` at the end: wait to see whether `\n` follows
                 buffer, held = buffer[:-1], b"\r"
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        cut = buffer.rfind(b"\n")
+        cut = buffer.rfind(b"\n\n")
         if cut < 0:
             self._buffer = buffer + held
             return []
-        self._buffer = buffer[cut + 1 :] + held
-        # No UTF-8 sequence spans a line end, so whole lines decode on their own.
-        return self._lines(buffer[:cut].decode("utf-8", "replace").split("\n"))
+        self._buffer = buffer[cut + 2 :] + held
+        # No UTF-8 sequence spans a line end, so whole events decode on their own.
+        return _events(buffer[:cut].decode("utf-8", "replace").split("\n\n"))
 
     def close(self) -> list[SSEEvent]:
         rest = self._buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         self._buffer = b""
-        lines = rest.decode("utf-8", "replace").split("\n") if rest else []
-        lines.append("")
-        return self._lines(lines)
+        return _events(rest.decode("utf-8", "replace").split("\n\n")) if rest else []
 
-    def _lines(self, lines: list[str]) -> list[SSEEvent]:
-        events: list[SSEEvent] = []
-        data = self._data
-        event = self._event
-        for line in lines:
-            if not line:
-                if data:
-                    events.append(SSEEvent(event, "\n".join(data)))
-                    data = []
-                event = None
-            elif line.startswith("data:"):
-                data.append(line[6:] if line[5:6] == " " else line[5:])
-            elif line[0] != ":":
-                name, colon, value = line.partition(":")
-                if colon and value[:1] == " ":
-                    value = value[1:]
-                if name == "data":
-                    data.append(value)
-                elif name == "event":
-                    event = value or None
-        self._data = data
-        self._event = event
-        return events
+
+def _events(blocks: list[str]) -> list[SSEEvent]:
+    """The events of complete blocks (the text between blank lines)."""
+    events: list[SSEEvent] = []
+    for block in blocks:
+        event: str | None = None
+        data = block
+        if block.startswith("event: "):
+            end = block.find("\n")
+            if end > 0:
+                event, data = block[7:end] or None, block[end + 1 :]
+        if data.startswith("data: ") and "\n" not in data:
+            events.append(SSEEvent(event, data[6:]))
+        elif block:
+            found = _slow(block)
+            if found is not None:
+                events.append(found)
+    return events
+
+
+def _slow(block: str) -> SSEEvent | None:
+    """One event's lines, as the SSE spec reads them."""
+    event: str | None = None
+    data: list[str] = []
+    for line in block.split("\n"):
+        if not line or line[0] == ":":
+            continue
+        name, colon, value = line.partition(":")
+        if colon and value[:1] == " ":
+            value = value[1:]
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event = value or None
+    return SSEEvent(event, "\n".join(data)) if data else None
 
 
 _OPEN = frozenset(b"{[")
