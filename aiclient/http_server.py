@@ -63,6 +63,7 @@ T = TypeVar("T")
 
 _MAX_HEAD_BYTES = 64 * 1024  # request line and headers together
 _MAX_HEADERS = 200
+_CORK_MAX = 16 * 1024  # a stream write this big is sent at once, not corked
 _MAX_PIPELINE = 16  # parsed requests waiting behind the running one: stop reading
 _FRAMING = frozenset({"connection", "content-length", "transfer-encoding", "keep-alive"})
 _INTERNAL_ERROR = b'{"error":{"message":"Internal server error","type":"server_error"}}'
@@ -476,6 +477,7 @@ class _HttpConnection(asyncio.Protocol):
         "_headers",
         "_last_data",
         "_parser",
+        "_pending",
         "_pipeline",
         "_reading_paused",
         "_request",
@@ -514,6 +516,7 @@ class _HttpConnection(asyncio.Protocol):
         self._last_data = 0.0  # when the client last sent bytes (or was last answered)
         self._waiting_body = False
         self._upgrade_body = 0  # body bytes of an Upgrade request still to come
+        self._pending: list[bytes] | None = None  # corked stream bytes (see _cork)
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -561,6 +564,7 @@ class _HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        self._pending = None
         self.server.connections.discard(self)
         gone = ConnectionResetError("the client disconnected")
         drain = self._drain
@@ -764,19 +768,43 @@ class _HttpConnection(asyncio.Protocol):
         if length and not response._head_only:
             # One write for head and body: one send, one wake-up of the client.
             self._write(head + cast(Response, response).body)
-        else:
+        elif isinstance(response, Response):
             self._write(head)
+        else:
+            self._cork(head)  # goes out with the first chunk
+
+    def _cork(self, data: bytes) -> None:
+        """Queue bytes of a streamed answer until the handler's current step ends:
+        the head and the first chunk, or the last chunk and the end mark, then go out
+        in one send (one system call, one wake-up of the client) instead of two."""
+        pending = self._pending
+        if pending is None:
+            transport = self.transport
+            if transport is None or transport.is_closing():
+                raise ConnectionResetError("the client disconnected")
+            self._pending = [data]
+            self.loop.call_soon(self._flush)
+        else:
+            pending.append(data)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, None
+        transport = self.transport
+        if pending and transport is not None and not transport.is_closing():
+            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     async def write_body(self, data: bytes, *, last: bool) -> None:
         if self._closing:
             raise ConnectionResetError("the client disconnected")
         if self._chunked:
             if data:
-                self._write(b"%x\r\n%b\r\n" % (len(data), data))
+                self._cork(b"%x\r\n%b\r\n" % (len(data), data))
             if last:
-                self._write(b"0\r\n\r\n")
+                self._cork(b"0\r\n\r\n")
         elif data:
-            self._write(data)
+            self._cork(data)
+        if len(data) > _CORK_MAX:
+            self._flush()  # big writes go at once: back-pressure sees them
         if self._write_paused:
             await self._drained()
 
@@ -788,6 +816,8 @@ class _HttpConnection(asyncio.Protocol):
             self._drain = None
 
     def _write(self, data: bytes) -> None:
+        if self._pending is not None:
+            self._flush()  # keep the order
         transport = self.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the client disconnected")
@@ -846,11 +876,13 @@ class _HttpConnection(asyncio.Protocol):
 
     def _abort(self) -> None:
         """Drop the connection (a half-written answer cannot be finished)."""
+        self._flush()  # what was written is sent, as far as the socket takes it
         self._closing = True
         if self.transport is not None:
             self.transport.abort()
 
     def _close(self) -> None:
+        self._flush()
         self._closing = True
         if self.transport is not None:
             self.transport.close()

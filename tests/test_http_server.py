@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
+from aiclient import http_server
 from aiclient.http_server import (
     App,
     Handler,
@@ -671,6 +672,55 @@ async def test_chunked_framing_is_exact(serve: StartServer, connect: Connect) ->
     assert body == expected
     client.send(get("/stream"))  # nothing stray between the two answers
     assert (await client.reply()).chunks == [b"hello", b"world!", b"x" * 300]
+
+
+async def test_a_stream_written_in_one_step_is_one_send(
+    serve: StartServer, connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Head and first chunk, or last chunk and end mark, written in one step of the
+    handler go out in one send (each send is a system call and a wake-up of the
+    client); a step that awaits in between sends what it had."""
+    sends: list[bytes] = []
+    made = http_server._HttpConnection.connection_made
+
+    def counting(
+        conn: http_server._HttpConnection, transport: asyncio.BaseTransport
+    ) -> None:
+        made(conn, transport)
+        write = transport.write  # type: ignore[attr-defined]
+
+        def counted(data: bytes) -> None:
+            sends.append(bytes(data))
+            write(data)
+
+        transport.write = counted  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(http_server._HttpConnection, "connection_made", counting)
+    gate = asyncio.Event()
+
+    async def handler(request: Request) -> StreamResponse:
+        resp = StreamResponse(headers={"Content-Type": "text/plain"})
+        await resp.prepare(request)
+        await resp.write(b"first")
+        await gate.wait()
+        await resp.write(b"last")
+        await resp.write_eof()
+        return resp
+
+    app = make_app()
+    app.router.add_get("/s", handler)
+    server = await serve(app)
+    client = await connect(server)
+    client.send(get("/s"))
+    async with asyncio.timeout(WAIT):
+        await client.reader.readuntil(b"5\r\nfirst\r\n")
+    assert len(sends) == 1
+    assert sends[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    gate.set()
+    reply_tail = b"4\r\nlast\r\n0\r\n\r\n"
+    async with asyncio.timeout(WAIT):
+        assert await client.reader.readexactly(len(reply_tail)) == reply_tail
+    assert sends[1:] == [reply_tail]
 
 
 async def test_stream_without_write_eof_is_terminated(
