@@ -129,6 +129,7 @@ class _Connection(asyncio.Protocol):
         "_parser",
         "_paused",
         "_read_timeout",
+        "_spare",
         "_status",
         "_until_close",
         "_waiter",
@@ -148,6 +149,7 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._read_timeout = client.read_timeout
         self._parser: Any = None
+        self._spare: Any = None
         self._reset()
 
     def _reset(self) -> None:
@@ -328,7 +330,9 @@ class _Connection(asyncio.Protocol):
 
     async def send(self, head: bytes, body: bytes | None) -> None:
         self._reset()
-        self._parser = httptools.HttpResponseParser(self)
+        # A parser that read a whole answer on this socket is ready for the next.
+        parser, self._spare = self._spare, None
+        self._parser = parser or httptools.HttpResponseParser(self)
         waiter = self._head_waiter = self._loop.create_future()
         transport = self.transport
         assert transport is not None
@@ -360,8 +364,9 @@ class _Connection(asyncio.Protocol):
     def finish(self) -> None:
         """The response is over (read or abandoned): pool the socket or close it."""
         parser_done = self._body_done and not self._chunks and self._error is None
-        self._parser = None
+        parser, self._parser = self._parser, None
         if parser_done and self._keep_alive and self.usable():
+            self._spare = parser
             self.client._release(self)
         else:
             self.close()

@@ -204,13 +204,14 @@ class ProviderPool:
         full = False
         for index, entry in enumerate(self._by_type.get(provider_type, ())):
             node, state = entry.node, entry.state
-            if (
-                node.uuid in exclude
-                or not entry.serves(model)
-                or not health.selectable(state, node, now)
+            if node.uuid in exclude or not entry.serves(model):
+                continue
+            if (node.disabled or state.status != health.ACTIVE) and not health.selectable(
+                state, node, now
             ):
                 continue
-            if entry.full():
+            limit = node.concurrency_limit
+            if limit and state.in_flight >= limit:  # entry.full(), inlined
                 full = True
                 continue
             weight = selector.weight_of(node.uuid, node.weight)

@@ -75,6 +75,10 @@ def parse_iso(text: Any) -> float | None:
     return stamp.timestamp()
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProviderNode:
     """One instance of a pool as the operator configured it (credentials included)."""
@@ -91,24 +95,27 @@ class ProviderNode:
     def check_health(self) -> bool:
         return self.settings.get("checkHealth") is True
 
-    @property
-    def concurrency_limit(self) -> int:
-        value = self.settings.get("concurrencyLimit")
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    # Read from `settings` once (the selection path asks for them per request).
+    concurrency_limit: int = field(init=False, repr=False, compare=False)
+    queue_limit: int | None = field(init=False, repr=False, compare=False)
+    weight: float | None = field(init=False, repr=False, compare=False)
 
-    @property
-    def queue_limit(self) -> int | None:
-        value = self.settings.get("queueLimit")
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        return None
-
-    @property
-    def weight(self) -> float | None:
-        value = self.settings.get("weight")
-        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-            return float(value)
-        return None
+    def __post_init__(self) -> None:
+        settings = self.settings
+        limit = settings.get("concurrencyLimit")
+        queue = settings.get("queueLimit")
+        weight = settings.get("weight")
+        derived = {
+            "concurrency_limit": limit if _is_int(limit) else 0,
+            "queue_limit": queue if _is_int(queue) else None,
+            "weight": float(weight)
+            if isinstance(weight, int | float)
+            and not isinstance(weight, bool)
+            and weight >= 0
+            else None,
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
     @property
     def label(self) -> str:
