@@ -5,6 +5,12 @@ upstream chunk at a time, so nothing is buffered beyond the event being complete
 The client framing is SSE, or for a Gemini client that did not ask for `alt=sse` the
 streamed JSON array Google's own endpoints produce. Reframing alone (a Gemini upstream
 relayed to such a client) runs the same pipeline without codecs.
+
+Text deltas are most of any real stream, so when the decoder has `feed_text` (a text
+delta comes back as the text itself) and the encoder has `text` (the client's SSE bytes
+for it, or None when the general path must run, e.g. to open a block first), they go
+from one to the other without canonical objects or framing. The bytes are the same as
+the general path's (a test checks it on generated streams).
 """
 
 from __future__ import annotations
@@ -68,6 +74,8 @@ class StreamPipeline:
         decoder: StreamDecoder | None = None,
         encoder: StreamEncoder | None = None,
         on_event: Callable[[StreamEvent], None] | None = None,
+        *,
+        fast: bool = True,
     ) -> None:
         self._client = client
         self._sse = SSEDecoder()
@@ -76,6 +84,12 @@ class StreamPipeline:
         self._encoder = encoder
         self._on_event = on_event
         self._started = False
+        # The text fast path (see the module docstring): SSE out, nobody watching events.
+        self._text_in: Callable[[SSEEvent], str | Iterable[StreamEvent]] | None = None
+        self._text_out: Callable[[str], bytes | None] | None = None
+        if fast and on_event is None and type(framer) is Framer:
+            self._text_in = getattr(decoder, "feed_text", None)
+            self._text_out = getattr(encoder, "text", None)
 
     def _frame(self, events: Iterable[SSEEvent], out: bytearray) -> None:
         for event in events:
@@ -88,8 +102,20 @@ class StreamPipeline:
         if self._decoder is None or self._encoder is None:
             self._frame(events, out)
             return
+        text_in, text_out = self._text_in, self._text_out
+        if text_in is None or text_out is None:
+            for event in events:
+                self._canonical(self._decoder.feed(event), out)
+            return
         for event in events:
-            self._canonical(self._decoder.feed(event), out)
+            got = text_in(event)
+            if isinstance(got, str):
+                data = text_out(got) if self._started else None
+                if data is not None:
+                    out += data
+                    continue
+                got = (TextDelta(got),)
+            self._canonical(got, out)
 
     def _canonical(self, events: Iterable[StreamEvent], out: bytearray) -> None:
         assert self._encoder is not None

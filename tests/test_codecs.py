@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import orjson
 import pytest
@@ -21,6 +22,7 @@ from aiclient.canonical import (
     TextPart,
 )
 from aiclient.errors import InvalidRequest, UnsupportedConversion
+from aiclient.pipeline import Framer, StreamPipeline
 from aiclient.protocols import ApiProtocol
 from aiclient.protocols.claude.stream import ClaudeStreamEncoder
 from aiclient.protocols.codecs import CODECS
@@ -136,3 +138,49 @@ def test_text_delta_fast_paths_write_what_the_general_encoders_write(text: str) 
     *_, delta = claude.feed(TextDelta(text))
     assert delta == claude._delta({"type": "text_delta", "text": text})
     assert orjson.loads(delta.data)["index"] == 1
+
+
+FAST_PAIRS = [
+    (client, upstream)
+    for client in ApiProtocol
+    for upstream in (ApiProtocol.OPENAI, ApiProtocol.CLAUDE)
+]
+
+
+@pytest.mark.parametrize(
+    ("client", "upstream"),
+    FAST_PAIRS,
+    ids=[f"{u.value}-to-{c.value}" for c, u in FAST_PAIRS],
+)
+@settings(max_examples=40, deadline=None)
+@given(response=responses(), pieces=st.integers(1, 6), cut=st.integers(1, 97))
+def test_text_fast_path_gives_the_general_paths_bytes(
+    client: ApiProtocol,
+    upstream: ApiProtocol,
+    response: ChatResponse,
+    pieces: int,
+    cut: int,
+) -> None:
+    """A converted stream's client bytes are the same with the text fast path (text
+    deltas straight from the upstream decoder to the client encoder) as without it,
+    for any answer (text, reasoning, tool calls in any order) split anywhere."""
+    request = ChatRequest(model="m", messages=(), include_usage=True)
+    encoder = CODECS[upstream].stream_encoder(request)
+    wire = b"".join(
+        encode_sse(e) for ev in events_of(response, pieces) for e in encoder.feed(ev)
+    )
+    outputs = []
+    for fast in (True, False):
+        pipeline = StreamPipeline(
+            client,
+            Framer(),
+            CODECS[upstream].stream_decoder(),
+            CODECS[client].stream_encoder(request),
+            fast=fast,
+        )
+        if fast and client is not ApiProtocol.GEMINI:
+            assert pipeline._text_in is not None
+            assert pipeline._text_out is not None
+        out = b"".join(pipeline.feed(wire[i : i + cut]) for i in range(0, len(wire), cut))
+        outputs.append(re.sub(rb'"created":\d+', b"", out + pipeline.close()))
+    assert outputs[0] == outputs[1]

@@ -73,14 +73,34 @@ class ClaudeStreamDecoder:
         self._done = False
 
     def feed(self, event: SSEEvent) -> Iterable[StreamEvent]:
+        data = self._parse(event)
+        return self._events(data, event) if data is not None else []
+
+    def feed_text(self, event: SSEEvent) -> str | Iterable[StreamEvent]:
+        """`feed`, except that a text delta (most of a stream) comes back as the text
+        itself: the pipeline's fast path."""
+        data = self._parse(event)
+        if data is None:
+            return []
+        if (data.get("type") or event.event) == "content_block_delta":
+            delta = data.get("delta")
+            if isinstance(delta, dict) and delta.get("type") == "text_delta":
+                text = delta.get("text")
+                if isinstance(text, str) and text:
+                    return text
+        return self._events(data, event)
+
+    @staticmethod
+    def _parse(event: SSEEvent) -> JSONObject | None:
         try:
             data = orjson.loads(event.data)
         except orjson.JSONDecodeError as exc:
             raise UpstreamProtocolError(
                 "the upstream sent an event that is not JSON"
             ) from exc
-        if not isinstance(data, dict):
-            return []
+        return data if isinstance(data, dict) else None
+
+    def _events(self, data: JSONObject, event: SSEEvent) -> list[StreamEvent]:
         kind = data.get("type") or event.event
         if kind == "message_start":
             message = data.get("message") or {}
@@ -228,6 +248,18 @@ class ClaudeStreamEncoder:
             )
         if fragment:
             out.append(self._delta({"type": "input_json_delta", "partial_json": fragment}))
+
+    def text(self, text: str) -> bytes | None:
+        """A text delta inside an open text block as SSE bytes, ready for the client
+        (the pipeline's fast path): the bytes `feed(TextDelta(text))` and the SSE framer
+        produce. None elsewhere (a block must be opened first: `feed` does that)."""
+        if not text or self._open != "text":
+            return None
+        return (
+            "event: content_block_delta\n"
+            f'data: {{"type":"content_block_delta","index":{self._index},'
+            f'"delta":{{"type":"text_delta","text":{dumps(text)}}}}}\n\n'
+        ).encode()
 
     def feed(self, event: StreamEvent) -> Iterable[SSEEvent]:
         out: list[SSEEvent] = []

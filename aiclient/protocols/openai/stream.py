@@ -51,6 +51,8 @@ _ERROR_STATUS = {
 
 
 _TEXT_TAIL = '},"logprobs":null,"finish_reason":null}]}'
+# A delta with only these keys (role and content null or empty aside) is plain text.
+_TEXT_ONLY = frozenset({"content", "role"})
 
 
 class OpenAIStreamDecoder:
@@ -63,6 +65,38 @@ class OpenAIStreamDecoder:
         self._pending: dict[int, JSONObject] = {}  # upstream index -> call awaiting name
 
     def feed(self, event: SSEEvent) -> Iterable[StreamEvent]:
+        chunk = self._parse(event)
+        return chunk if isinstance(chunk, list) else self._events(chunk)
+
+    def feed_text(self, event: SSEEvent) -> str | Iterable[StreamEvent]:
+        """`feed`, except that a chunk carrying nothing but text (most of a stream)
+        comes back as the text itself: the pipeline's fast path."""
+        chunk = self._parse(event)
+        if isinstance(chunk, list):
+            return chunk
+        choices = chunk.get("choices")
+        if (
+            self._started
+            and choices
+            and len(choices) == 1
+            and chunk.get("usage") is None
+            and not chunk.get("error")
+        ):
+            choice = choices[0]
+            if (
+                isinstance(choice, dict)
+                and choice.get("index", 0) == 0
+                and not choice.get("finish_reason")
+            ):
+                delta = choice.get("delta")
+                if isinstance(delta, dict) and delta.keys() <= _TEXT_ONLY:
+                    text = delta.get("content")
+                    if isinstance(text, str) and text:
+                        return text
+        return self._events(chunk)
+
+    def _parse(self, event: SSEEvent) -> JSONObject | list[StreamEvent]:
+        """The chunk's JSON object, or the events it stands for ([DONE], nothing)."""
         data = event.data.strip()
         if not data:
             return []
@@ -76,6 +110,9 @@ class OpenAIStreamDecoder:
             ) from exc
         if not isinstance(chunk, dict):
             return []
+        return chunk
+
+    def _events(self, chunk: JSONObject) -> list[StreamEvent]:
         if chunk.get("error"):
             error = chunk["error"]
             kind = error.get("type") if isinstance(error, dict) else None
@@ -227,3 +264,10 @@ class OpenAIStreamEncoder:
                     out.append(SSEEvent(None, dumps(tail)))
                 out.append(SSEEvent(None, "[DONE]"))
                 return out
+
+    def text(self, text: str) -> bytes | None:
+        """A text delta as SSE bytes, ready for the client (the pipeline's fast path):
+        the bytes `feed(TextDelta(text))` and the SSE framer produce."""
+        if not text:
+            return None
+        return f"data: {self._text_head}{dumps(text)}{_TEXT_TAIL}\n\n".encode()
