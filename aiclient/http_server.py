@@ -16,9 +16,12 @@ one job:
   close-delimited for an HTTP/1.0 client) with write back-pressure.
 * Keep-alive and pipelining (answers go out in order), request smuggling refused by the
   parser (Content-Length with chunked, bad lengths: 400), header block capped (431),
-  a client silent for `keepalive_timeout` seconds between requests or in the middle of
-  one is disconnected, and a client that disconnects cancels its handler (so the
-  upstream request is closed at once).
+  an Upgrade request (h2c) served as HTTP/1.1 with its body read as its body, a client
+  silent for `keepalive_timeout` seconds between requests or in the middle of one
+  disconnected (one sweeping timer, none per request), and a client that disconnects
+  (FIN or reset) cancels its handler, so the upstream request is closed at once.
+* A streamed answer is corked for the rest of the handler's step: its head goes out
+  with the first chunk, the last chunk with the end mark, in one send each.
 * `Server` starts and stops an App: stop stops listening, lets running requests finish
   for a grace period, then cancels them and runs the cleanup contexts.
 
@@ -686,6 +689,9 @@ class _HttpConnection(asyncio.Protocol):
         except asyncio.CancelledError:
             self._abort()
             raise
+        except ConnectionError:  # the client went away while being answered
+            self._abort()
+            return
         except Exception:
             logger.exception("unhandled error serving %s %s", request.method, request.path)
             if self._response is not None:

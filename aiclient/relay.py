@@ -4,7 +4,7 @@ Retry and failover happen only before the first byte reaches the client: a non-s
 answer is read whole from the upstream first, and a stream's first chunk is read before
 the client's response starts. After that, a failure becomes the client protocol's
 in-band error event; a stream never ends as if it were complete when it was cut.
-Contains no aiohttp server types: the server hands in a ResponseSink.
+Contains no HTTP server types: the server hands in a ResponseSink.
 
 A converted call (the client's protocol differs from the upstream's) follows the same
 rules: its non-stream answer is translated inside the attempt (an untranslatable answer

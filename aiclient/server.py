@@ -139,6 +139,8 @@ def _make_middleware(runtime: Runtime) -> Callable[..., Awaitable[StreamResponse
         except HTTPError as exc:
             response = _error_response(request, _from_http_exception(exc))
             response.headers.update(exc.headers)  # 405's Allow
+        except ConnectionResetError:
+            raise  # the client is gone: nothing to answer, nothing went wrong here
         except Exception:
             logger.exception("unexpected error serving %s %s", request.method, request.path)
             response = _error_response(request, AiclientError("Internal server error"))
