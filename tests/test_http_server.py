@@ -78,6 +78,23 @@ def streaming(*parts: bytes, eof: bool = True) -> Handler:
     return handler
 
 
+def hanging() -> tuple[Handler, asyncio.Event, asyncio.Event]:
+    """A handler that never answers, and the events it sets when it starts and when
+    it is cancelled."""
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def hang(request: Request) -> StreamResponse:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return Response()
+
+    return hang, started, cancelled
+
+
 @dataclass
 class Reply:
     """One answer as it came over the wire."""
@@ -772,17 +789,7 @@ async def test_client_disconnect_cancels_the_handler(
     """ "close" is how clients hang up (an ordinary close: FIN); "reset" is an abortive
     close (RST). Either way the handler, and the upstream request it makes, ends."""
     app = make_app()
-    started, cancelled = asyncio.Event(), asyncio.Event()
-
-    async def hang(request: Request) -> StreamResponse:
-        started.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return Response()
-
+    hang, started, cancelled = hanging()
     app.router.add_get("/hang", hang)
     server = await serve(app)
     client = await connect(server)
@@ -1072,17 +1079,7 @@ async def test_stop_finishes_in_flight_requests_and_runs_cleanup(
 
 async def test_stop_cancels_what_outlives_the_grace_period(connect: Connect) -> None:
     app = make_app()
-    started, cancelled = asyncio.Event(), asyncio.Event()
-
-    async def hang(request: Request) -> StreamResponse:
-        started.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return Response()
-
+    hang, started, cancelled = hanging()
     app.router.add_get("/hang", hang)
     server = Server(app, keepalive_timeout=5.0, shutdown_timeout=0.1)
     await server.start("127.0.0.1", 0)
