@@ -708,9 +708,15 @@ class _HttpConnection(asyncio.Protocol):
         self._next()
 
     async def _finish(self, request: Request, response: StreamResponse) -> None:
-        if self._response is None:
+        started = self._response
+        if started is None:
             self.start_response(response, request)
             response._eof = True
+        elif started is not response:  # a stream began, then another answer came back
+            logger.error(
+                "%s %s: answered after its stream began", request.method, request.path
+            )
+            raise ConnectionResetError("the answer cannot be finished")  # drops the socket
         elif not response._eof:
             await response.write_eof()
         if not request._body_done:  # an unread body (refused early): do not read on

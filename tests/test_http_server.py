@@ -935,6 +935,33 @@ async def test_exception_after_prepare_sends_what_was_written_then_eof(
     await still_serves(server, connect)
 
 
+async def test_another_answer_after_a_stream_began_drops_the_connection(
+    serve: StartServer, connect: Connect
+) -> None:
+    """A middleware that turns a failure into an error answer after the stream began
+    cannot put it on the wire: the connection is dropped (never left open with a
+    stream that looks unfinished to the client and finished to the server)."""
+    app = make_app()
+
+    async def changes_its_mind(request: Request) -> StreamResponse:
+        resp = StreamResponse()
+        await resp.prepare(request)
+        await resp.write(b"partial")
+        return Response(status=500, body=b"too late")
+
+    app.router.add_get("/s", changes_its_mind)
+    app.router.add_get("/", text("ok"))
+    server = await serve(app)
+    client = await connect(server)
+
+    client.send(get("/s"))
+    received = await client.eof()
+
+    assert received.endswith(b"7\r\npartial\r\n")
+    assert b"too late" not in received
+    await still_serves(server, connect)
+
+
 # -- back-pressure -------------------------------------------------------------------
 
 
