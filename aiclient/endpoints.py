@@ -192,12 +192,16 @@ def _canonical(
     parsed: dict[str, Any],
     model: str,
     path_model: str | None,
+    max_tokens: int | None = None,
     **changes: Any,
 ) -> ChatRequest:
-    """The client's request in canonical form for `model`, with `changes` applied: one
-    copy of the (18-field, frozen) request rather than one per change."""
+    """The client's request in canonical form for `model`, with `changes` applied (and
+    `max_tokens` where the request has none): one copy of the (18-field, frozen) request
+    rather than one per change."""
     canonical = CODECS[client].request_to_canonical(parsed, model=path_model)
     changes["model"] = model
+    if max_tokens is not None and canonical.max_tokens is None:
+        changes["max_tokens"] = max_tokens
     changes = {k: v for k, v in changes.items() if getattr(canonical, k) != v}
     return replace(canonical, **changes) if changes else canonical
 
@@ -241,9 +245,15 @@ async def _generate(
             if client is ApiProtocol.CLAUDE and "max_tokens" not in out:
                 out, dirty = {**out, "max_tokens": settings.default_max_tokens}, True
             return (orjson.dumps(out) if dirty else body), None
-        canonical = _canonical(client, parsed, target_model, path_model, stream=streaming)
-        if upstream is ApiProtocol.CLAUDE and canonical.max_tokens is None:
-            canonical = replace(canonical, max_tokens=settings.default_max_tokens)
+        needs_max = upstream is ApiProtocol.CLAUDE  # Anthropic requires max_tokens
+        canonical = _canonical(
+            client,
+            parsed,
+            target_model,
+            path_model,
+            settings.default_max_tokens if needs_max else None,
+            stream=streaming,
+        )
         converted = orjson.dumps(CODECS[upstream].request_from_canonical(canonical))
         return converted, Conversion(canonical, upstream)
 

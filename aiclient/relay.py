@@ -536,7 +536,8 @@ def _convert_answer(
         raise UpstreamProtocolError(
             "the upstream answer could not be read", node_uuid=lease.node.uuid
         ) from exc
-    answer = replace(answer, model=conversion.request.model)
+    if answer.model != conversion.request.model:
+        answer = replace(answer, model=conversion.request.model)
     return orjson.dumps(CODECS[client].response_from_canonical(answer))
 
 
