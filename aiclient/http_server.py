@@ -936,12 +936,13 @@ class Server:
     async def start(
         self, host: str, port: int, *, reuse_port: bool = False, backlog: int = 2048
     ) -> None:
-        """Run the cleanup contexts' start-up halves, then listen."""
-        for factory in self.app.cleanup_ctx:
-            context = factory(self.app)
-            await anext(context)
-            self._contexts.append(context)
+        """Run the cleanup contexts' start-up halves, then listen; a failure on the way
+        runs the closing halves of the contexts that had started."""
         try:
+            for factory in self.app.cleanup_ctx:
+                context = factory(self.app)
+                await anext(context)
+                self._contexts.append(context)
             self._server = await self.loop.create_server(
                 lambda: _HttpConnection(self),
                 host,
@@ -986,11 +987,13 @@ class Server:
                 await asyncio.sleep(0.01)
                 continue
             await asyncio.wait(busy, timeout=max(0.0, deadline - self.loop.time()))
+        left = [c._task for c in self.connections if c._task is not None]
         for conn in list(self.connections):
             if conn._task is not None:
                 conn._task.cancel()
             conn._abort()
-        await asyncio.sleep(0)
+        if left:  # let the cancelled handlers unwind before their resources close
+            await asyncio.wait(left, timeout=1.0)
         await self._cleanup()
 
     close = stop

@@ -1086,6 +1086,33 @@ async def test_stop_finishes_in_flight_requests_and_runs_cleanup(
         await asyncio.open_connection("127.0.0.1", port)
 
 
+async def test_a_failed_start_closes_what_had_started() -> None:
+    """A cleanup context that fails to start: those before it are closed again (the
+    server's resources never outlive a start that raised), and nothing listens."""
+    app = make_app()
+    events: list[str] = []
+
+    async def first(app: App) -> AsyncIterator[None]:
+        events.append("first start")
+        yield
+        events.append("first stop")
+
+    def cannot_open() -> None:
+        raise OSError("cannot open the pool file")
+
+    async def second(app: App) -> AsyncIterator[None]:
+        cannot_open()
+        yield
+
+    app.cleanup_ctx += [first, second]
+    server = Server(app)
+    with pytest.raises(OSError, match="pool file"):
+        await server.start("127.0.0.1", 0)
+    assert events == ["first start", "first stop"]
+    with pytest.raises(RuntimeError):
+        _ = server.port
+
+
 async def test_stop_cancels_what_outlives_the_grace_period(connect: Connect) -> None:
     app = make_app()
     hang, started, cancelled = hanging()
