@@ -143,6 +143,18 @@ class GeminiStreamEncoder:
         part = part_from_canonical(call) if call is not None else None
         return [part] if part is not None else []
 
+    def text(self, text: str) -> bytes | None:
+        """A text delta as SSE bytes, ready for the client (the pipeline's fast path):
+        the bytes `feed(TextDelta(text))` and the SSE framer produce. None while a tool
+        call waits to be flushed (`feed` does that)."""
+        if not text or self._call is not None:
+            return None
+        return (
+            'data: {"candidates":[{"content":{"role":"model","parts":[{"text":'
+            f'{dumps(text)}}}]}},"index":0}}],"modelVersion":{dumps(self._model)},'
+            f'"responseId":{dumps(self._id)}}}\n\n'
+        ).encode()
+
     def feed(self, event: StreamEvent) -> Iterable[SSEEvent]:
         if isinstance(event, ToolCallDelta):
             if self._call is not None:
