@@ -91,14 +91,14 @@ class StreamPipeline:
             self._text_in = getattr(decoder, "feed_text", None)
             self._text_out = getattr(encoder, "text", None)
 
-    def _frame(self, events: Iterable[SSEEvent], out: bytearray) -> None:
+    def _frame(self, events: Iterable[SSEEvent], out: list[bytes]) -> None:
         for event in events:
             if not self._started:
                 self._started = True
-                out += self._framer.start()
-            out += self._framer.frame(event)
+                out.append(self._framer.start())
+            out.append(self._framer.frame(event))
 
-    def _events(self, events: Iterable[SSEEvent], out: bytearray) -> None:
+    def _events(self, events: Iterable[SSEEvent], out: list[bytes]) -> None:
         if self._decoder is None or self._encoder is None:
             self._frame(events, out)
             return
@@ -112,12 +112,12 @@ class StreamPipeline:
             if isinstance(got, str):
                 data = text_out(got) if self._started else None
                 if data is not None:
-                    out += data
+                    out.append(data)
                     continue
                 got = (TextDelta(got),)
             self._canonical(got, out)
 
-    def _canonical(self, events: Iterable[StreamEvent], out: bytearray) -> None:
+    def _canonical(self, events: Iterable[StreamEvent], out: list[bytes]) -> None:
         assert self._encoder is not None
         for event in events:
             if self._on_event is not None:
@@ -125,23 +125,25 @@ class StreamPipeline:
             self._frame(self._encoder.feed(event), out)
 
     def feed(self, chunk: bytes) -> bytes:
-        out = bytearray()
+        out: list[bytes] = []
         self._events(self._sse.feed(chunk), out)
-        return bytes(out)
+        return b"".join(out)  # one piece (the usual case) is returned as it is
 
     def close(self) -> bytes:
-        out = bytearray()
+        out: list[bytes] = []
         self._events(self._sse.close(), out)
         if self._decoder is not None:
             self._canonical(self._decoder.close(), out)
         if not self._started:
-            out += self._framer.start()
-        return bytes(out + self._framer.end())
+            out.append(self._framer.start())
+        out.append(self._framer.end())
+        return b"".join(out)
 
     def error_bytes(self, err: AiclientError) -> bytes:
-        out = bytearray()
+        out: list[bytes] = []
         self._frame([error_payload(self._client, err)], out)
-        return bytes(out + self._framer.end())
+        out.append(self._framer.end())
+        return b"".join(out)
 
 
 class TextTap:

@@ -42,6 +42,21 @@ class SSEDecoder:
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if not self._buffer and chunk[-2:] == b"\n\n" and b"\r" not in chunk:
+            # The usual chunk: whole events, nothing held over. Most often exactly one.
+            text = chunk[:-2].decode("utf-8", "replace")
+            if "\n\n" not in text:
+                if text.startswith("data: ") and "\n" not in text:
+                    return [SSEEvent(None, text[6:])]
+                if text.startswith("event: "):
+                    end = text.find("\n")
+                    if (
+                        end > 7
+                        and text.startswith("data: ", end + 1)
+                        and text.find("\n", end + 1) < 0
+                    ):
+                        return [SSEEvent(text[7:end], text[end + 7 :])]
+            return _events(text.split("\n\n"))
         buffer = self._buffer + chunk if self._buffer else chunk
         held = b""
         if b"\r" in buffer:

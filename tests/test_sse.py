@@ -75,6 +75,22 @@ def test_any_split_parses_the_same(
     assert _decode([data]) == expected
 
 
+@settings(max_examples=150)
+@given(events, st.lists(st.integers(min_value=1, max_value=3), max_size=8))
+def test_whole_events_per_chunk_parse_the_same(
+    items: list[SSEEvent], group: list[int]
+) -> None:
+    """Upstreams usually send whole events, one or a few per chunk: that shortcut reads
+    them exactly as the general path does (named or not, one data line or several)."""
+    wire = [encode_sse(item) for item in items]
+    pieces, i = [], 0
+    for size in group or [1]:
+        pieces.append(b"".join(wire[i : i + size]))
+        i += size
+    pieces.append(b"".join(wire[i:]))
+    assert _decode(pieces) == items
+
+
 def test_missing_final_blank_line_and_encode_round_trip() -> None:
     decoder = SSEDecoder()
     assert decoder.feed(b"event: ping\ndata: {}") == []
