@@ -609,7 +609,11 @@ class _HttpConnection(asyncio.Protocol):
         self._head_size += len(name) + len(value) + 4
         if self._head_size > _MAX_HEAD_BYTES or len(self._headers) >= _MAX_HEADERS:
             raise HTTPError(431)
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        try:
+            text = value.decode()  # UTF-8, as clients send it (and aiohttp read it)
+        except UnicodeDecodeError:
+            text = value.decode("latin-1")  # never fails; a key like this never matches
+        self._headers.append((name.decode("latin-1"), text))
 
     def on_headers_complete(self) -> None:
         parser = self._parser

@@ -618,6 +618,27 @@ async def test_head_on_get_route_sends_headers_only(
     assert head.get("Transfer-Encoding") == full.get("Transfer-Encoding")
 
 
+async def test_header_values_are_read_as_utf8_and_never_fail(
+    serve: StartServer, connect: Connect
+) -> None:
+    """UTF-8 in a header value reads as the client meant it; bytes that are not UTF-8
+    still read (as Latin-1) instead of failing the request."""
+    app = make_app()
+    seen: list[str] = []
+
+    async def echo(request: Request) -> StreamResponse:
+        seen.append(request.headers["X-Name"])
+        return Response(body=b"ok")
+
+    app.router.add_get("/h", echo)
+    server = await serve(app)
+    client = await connect(server)
+    for raw in ("Zoë 名前".encode(), b"caf\xe9"):
+        client.send(get("/h").replace(b"Host: test", b"X-Name: " + raw))
+        assert (await client.reply()).status == 200
+    assert seen == ["Zoë 名前", "café"]
+
+
 async def test_path_parameters_and_percent_decoding(
     serve: StartServer, connect: Connect
 ) -> None:
