@@ -17,6 +17,7 @@ from aiclient.canonical import (
     MessageStart,
     ReasoningDelta,
     Role,
+    StopReason,
     StreamEvent,
     TextDelta,
     TextPart,
@@ -140,11 +141,7 @@ def test_text_delta_fast_paths_write_what_the_general_encoders_write(text: str) 
     assert orjson.loads(delta.data)["index"] == 1
 
 
-FAST_PAIRS = [
-    (client, upstream)
-    for client in ApiProtocol
-    for upstream in (ApiProtocol.OPENAI, ApiProtocol.CLAUDE)
-]
+FAST_PAIRS = list(itertools.product(ApiProtocol, ApiProtocol))
 
 
 @pytest.mark.parametrize(
@@ -184,3 +181,58 @@ def test_text_fast_path_gives_the_general_paths_bytes(
         out = b"".join(pipeline.feed(wire[i : i + cut]) for i in range(0, len(wire), cut))
         outputs.append(re.sub(rb'"created":\d+', b"", out + pipeline.close()))
     assert outputs[0] == outputs[1]
+
+
+def _gemini_chunk(text: str, tokens: int, finish: str | None = None) -> bytes:
+    candidate: dict[str, object] = {
+        "content": {"parts": [{"text": text}], "role": "model"},
+        "index": 0,
+    }
+    if finish is not None:
+        candidate["finishReason"] = finish
+    chunk = {
+        "candidates": [candidate],
+        "usageMetadata": {
+            "promptTokenCount": 5,
+            "candidatesTokenCount": tokens,
+            "totalTokenCount": 5 + tokens,
+        },
+        "modelVersion": "gemini-2.5-flash",
+        "responseId": "resp-1",
+    }
+    return b"data: " + orjson.dumps(chunk) + b"\r\n\r\n"
+
+
+@pytest.mark.parametrize("client", list(ApiProtocol), ids=[p.value for p in ApiProtocol])
+def test_text_fast_path_keeps_gemini_usage_and_finish(client: ApiProtocol) -> None:
+    """Gemini sends usage with every chunk and its finish reason with the last text:
+    the fast path keeps both, so the client gets the same end (stop reason, tokens)."""
+    wire = [
+        _gemini_chunk("Hel", 1),
+        _gemini_chunk("lo, ", 2),
+        _gemini_chunk("world", 3, finish="MAX_TOKENS"),
+    ]
+    request = ChatRequest(model="m", messages=(), include_usage=True)
+    outputs = []
+    for fast in (True, False):
+        pipeline = StreamPipeline(
+            client,
+            Framer(),
+            CODECS[ApiProtocol.GEMINI].stream_decoder(),
+            CODECS[client].stream_encoder(request),
+            fast=fast,
+        )
+        out = b"".join(pipeline.feed(chunk) for chunk in wire) + pipeline.close()
+        outputs.append(re.sub(rb'"created":\d+', b'"created":0', out))
+    assert outputs[0] == outputs[1]
+    folded: list[StreamEvent] = []
+    sse = SSEDecoder()
+    decoder = CODECS[client].stream_decoder()
+    for event in sse.feed(outputs[0]) + sse.close():
+        folded += decoder.feed(event)
+    folded += decoder.close()
+    answer = fold(folded)
+    assert [p.text for p in answer.parts if isinstance(p, TextPart)] == ["Hello, world"]
+    assert answer.stop_reason is StopReason.MAX_TOKENS
+    assert answer.usage is not None
+    assert answer.usage.output_tokens == 3

@@ -58,6 +58,47 @@ class GeminiStreamDecoder:
         self._tools = 0
 
     def feed(self, event: SSEEvent) -> Iterable[StreamEvent]:
+        chunk = self._parse(event)
+        return self._events(chunk) if chunk is not None else []
+
+    def feed_text(self, event: SSEEvent) -> str | Iterable[StreamEvent]:
+        """`feed`, except that a chunk carrying nothing but one plain text part (most
+        of a stream) comes back as the text itself: the pipeline's fast path."""
+        chunk = self._parse(event)
+        if chunk is None:
+            return []
+        text = self._plain_text(chunk) if self._started else None
+        return text if text is not None else self._events(chunk)
+
+    def _plain_text(self, chunk: JSONObject) -> str | None:
+        """The text of a chunk whose only content is one `{"text": ...}` part (its
+        usage and finish reason kept as `_events` keeps them), else None."""
+        if "error" in chunk or "promptFeedback" in chunk or "prompt_feedback" in chunk:
+            return None
+        candidates = chunk.get("candidates")
+        if not isinstance(candidates, list) or len(candidates) != 1:
+            return None
+        candidate = candidates[0]
+        if not isinstance(candidate, dict) or candidate.get("index", 0) != 0:
+            return None
+        content = candidate.get("content")
+        parts = content.get("parts") if isinstance(content, dict) else None
+        if not isinstance(parts, list) or len(parts) != 1:
+            return None
+        part = parts[0]
+        text = part.get("text") if isinstance(part, dict) and len(part) == 1 else None
+        if not isinstance(text, str) or not text:
+            return None
+        usage = usage_to_canonical(get(chunk, "usageMetadata"))
+        if usage is not None:
+            self._usage = usage
+        finish = get(candidate, "finishReason")
+        if finish:
+            self._finish = finish
+        return text
+
+    @staticmethod
+    def _parse(event: SSEEvent) -> JSONObject | None:
         try:
             chunk = orjson.loads(event.data)
         except orjson.JSONDecodeError as exc:
@@ -66,8 +107,9 @@ class GeminiStreamDecoder:
             ) from exc
         if isinstance(chunk, list) and chunk:  # an error wrapped in an array
             chunk = chunk[0]
-        if not isinstance(chunk, dict):
-            return []
+        return chunk if isinstance(chunk, dict) else None
+
+    def _events(self, chunk: JSONObject) -> list[StreamEvent]:
         error = chunk.get("error")
         if isinstance(error, dict):
             status = error.get("code")
