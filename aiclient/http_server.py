@@ -271,12 +271,6 @@ class Request:
             query = self._query = MultiDictProxy(MultiDict(pairs))
         return query
 
-    @property
-    def remote(self) -> str | None:
-        transport = self._conn.transport
-        peer = transport.get_extra_info("peername") if transport is not None else None
-        return str(peer[0]) if peer else None
-
     def __getitem__(self, key: Key[T]) -> T:
         if self._state is None:
             raise KeyError(key)
@@ -341,7 +335,7 @@ class Request:
 class StreamResponse:
     """A response written as it is produced: `prepare`, `write`..., `write_eof`."""
 
-    __slots__ = ("_conn", "_eof", "_head_only", "_length", "headers", "status")
+    __slots__ = ("_conn", "_eof", "_head_only", "headers", "status")
 
     def __init__(
         self, *, status: int = 200, headers: Mapping[str, str] | None = None
@@ -351,7 +345,6 @@ class StreamResponse:
         self._conn: _HttpConnection | None = None
         self._eof = False
         self._head_only = False
-        self._length: int | None = None  # a whole body's Content-Length
 
     @property
     def prepared(self) -> bool:

@@ -46,16 +46,9 @@ class SSEDecoder:
             # The usual chunk: whole events, nothing held over. Most often exactly one.
             text = chunk[:-2].decode("utf-8", "replace")
             if "\n\n" not in text:
-                if text.startswith("data: ") and "\n" not in text:
-                    return [SSEEvent(None, text[6:])]
-                if text.startswith("event: "):
-                    end = text.find("\n")
-                    if (
-                        end > 7
-                        and text.startswith("data: ", end + 1)
-                        and text.find("\n", end + 1) < 0
-                    ):
-                        return [SSEEvent(text[7:end], text[end + 7 :])]
+                event = _usual(text)
+                if event is not None:
+                    return [event]
             return _events(text.split("\n\n"))
         buffer = self._buffer + chunk if self._buffer else chunk
         held = b""
@@ -81,19 +74,24 @@ def _events(blocks: list[str]) -> list[SSEEvent]:
     """The events of complete blocks (the text between blank lines)."""
     events: list[SSEEvent] = []
     for block in blocks:
-        event: str | None = None
-        data = block
-        if block.startswith("event: "):
-            end = block.find("\n")
-            if end > 0:
-                event, data = block[7:end] or None, block[end + 1 :]
-        if data.startswith("data: ") and "\n" not in data:
-            events.append(SSEEvent(event, data[6:]))
-        elif block:
-            found = _slow(block)
-            if found is not None:
-                events.append(found)
+        found = _usual(block) or (_slow(block) if block else None)
+        if found is not None:
+            events.append(found)
     return events
+
+
+def _usual(block: str) -> SSEEvent | None:
+    """The event of a block in the usual shape (`data: ...` alone, or after one
+    `event: ...` line), read without the line loop; None for any other block."""
+    event: str | None = None
+    data = block
+    if block.startswith("event: "):
+        end = block.find("\n")
+        if end > 0:
+            event, data = block[7:end] or None, block[end + 1 :]
+    if data.startswith("data: ") and "\n" not in data:
+        return SSEEvent(event, data[6:])
+    return None
 
 
 def _slow(block: str) -> SSEEvent | None:

@@ -210,8 +210,7 @@ class ProviderPool:
                 state, node, now
             ):
                 continue
-            limit = node.concurrency_limit
-            if limit and state.in_flight >= limit:  # entry.full(), inlined
+            if entry.full():
                 full = True
                 continue
             weight = selector.weight_of(node.uuid, node.weight)

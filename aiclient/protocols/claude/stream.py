@@ -255,11 +255,14 @@ class ClaudeStreamEncoder:
         produce. None elsewhere (a block must be opened first: `feed` does that)."""
         if not text or self._open != "text":
             return None
+        return f"event: content_block_delta\ndata: {self._text_data(text)}\n\n".encode()
+
+    def _text_data(self, text: str) -> str:
+        """The text delta's JSON as `_delta` would write it, without the dict."""
         return (
-            "event: content_block_delta\n"
-            f'data: {{"type":"content_block_delta","index":{self._index},'
-            f'"delta":{{"type":"text_delta","text":{dumps(text)}}}}}\n\n'
-        ).encode()
+            f'{{"type":"content_block_delta","index":{self._index},'
+            f'"delta":{{"type":"text_delta","text":{dumps(text)}}}}}'
+        )
 
     def feed(self, event: StreamEvent) -> Iterable[SSEEvent]:
         out: list[SSEEvent] = []
@@ -271,12 +274,7 @@ class ClaudeStreamEncoder:
                 if text:
                     if self._open != "text":
                         self._start("text", {"type": "text", "text": ""}, out)
-                    # The bytes `_delta` would produce, without the dict (hot path).
-                    data = (
-                        f'{{"type":"content_block_delta","index":{self._index},'
-                        f'"delta":{{"type":"text_delta","text":{dumps(text)}}}}}'
-                    )
-                    out.append(SSEEvent("content_block_delta", data))
+                    out.append(SSEEvent("content_block_delta", self._text_data(text)))
             case ReasoningDelta(text=text):
                 if self._open != "thinking" or self._signed:
                     block = {"type": "thinking", "thinking": "", "signature": ""}

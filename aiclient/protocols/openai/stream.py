@@ -232,7 +232,7 @@ class OpenAIStreamEncoder:
             case TextDelta(text=text):
                 if not text:
                     return []
-                return [SSEEvent(None, self._text_head + dumps(text) + _TEXT_TAIL)]
+                return [SSEEvent(None, self._text_data(text))]
             case ReasoningDelta(text=text):
                 return [self._chunk({"reasoning_content": text})] if text else []
             case ReasoningSignature():
@@ -270,4 +270,7 @@ class OpenAIStreamEncoder:
         the bytes `feed(TextDelta(text))` and the SSE framer produce."""
         if not text:
             return None
-        return f"data: {self._text_head}{dumps(text)}{_TEXT_TAIL}\n\n".encode()
+        return f"data: {self._text_data(text)}\n\n".encode()
+
+    def _text_data(self, text: str) -> str:
+        return self._text_head + dumps(text) + _TEXT_TAIL
