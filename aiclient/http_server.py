@@ -88,9 +88,9 @@ class HTTPError(Exception):
     """A request the server or router refuses: 400, 404, 405, 413, 431."""
 
     def __init__(self, status: int, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(f"{status} {HTTPStatus(status).phrase}")
         self.status = status
         self.reason = HTTPStatus(status).phrase
+        super().__init__(f"{status} {self.reason}")
         self.headers = dict(headers or {})
 
 
@@ -973,8 +973,6 @@ class Server:
             self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
-        for conn in list(self.connections):
-            conn.close_if_idle()
         deadline = self.loop.time() + self.shutdown_timeout
         while self.connections and self.loop.time() < deadline:
             for conn in list(self.connections):
@@ -985,9 +983,9 @@ class Server:
                 continue
             await asyncio.wait(busy, timeout=max(0.0, deadline - self.loop.time()))
         left = [c._task for c in self.connections if c._task is not None]
+        for task in left:
+            task.cancel()
         for conn in list(self.connections):
-            if conn._task is not None:
-                conn._task.cancel()
             conn._abort()
         if left:  # let the cancelled handlers unwind before their resources close
             await asyncio.wait(left, timeout=1.0)
