@@ -235,9 +235,12 @@ async def _generate(
         transcript = []
     streaming = stream
 
+    # `build` and `retarget` must not hold the request: the call they hang on is kept
+    # in the request's state, and that cycle would leave every request (its body,
+    # parsed JSON and canonical form) to the cyclic collector instead of freeing it
+    # when the request ends.
     def build(upstream: ApiProtocol, target_model: str) -> tuple[bytes, Conversion | None]:
         """The upstream body for `upstream` and `target_model`."""
-        request[UPSTREAM_PROTOCOL] = upstream
         if upstream is client:
             out, dirty = parsed, changed
             if path_model is None and out.get("model") != target_model:
@@ -262,6 +265,7 @@ async def _generate(
         call.body, call.conversion = build(upstream, target_model)
         call.provider_type, call.model = target_type, target_model
 
+    request[UPSTREAM_PROTOCOL] = provider_cls.protocol
     body, conversion = build(provider_cls.protocol, model)
     call = Call(
         client,

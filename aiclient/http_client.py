@@ -301,6 +301,12 @@ class _Connection(asyncio.Protocol):
                 waiter.set_result(None)
 
     def _fail(self, error: HttpClientError) -> None:
+        """Record the connection's failure and wake its reader, who raises it.
+
+        The reader raises a copy (`_raise_failure`), and the waiter is woken with a
+        result, not the error: a raised error holds the frames it passed through, which
+        hold this connection, so keeping that error here (or in a waiter the frames
+        hold) would make a reference cycle of every failed answer."""
         if self._error is None:
             self._error = error
         transport = self.transport
@@ -308,8 +314,13 @@ class _Connection(asyncio.Protocol):
             transport.close()
         for waiter in (self._head_waiter, self._waiter):
             if waiter is not None and not waiter.done():
-                waiter.set_exception(error)
+                waiter.set_result(None)
         self._head_waiter = self._waiter = None
+
+    def _raise_failure(self) -> None:
+        error = self._error
+        if error is not None:
+            raise type(error)(*error.args)
 
     async def _wait(self, waiter: asyncio.Future[None]) -> None:
         timer = self._loop.call_later(self._read_timeout, self._timed_out, waiter)
@@ -341,6 +352,7 @@ class _Connection(asyncio.Protocol):
         else:
             transport.write(head + body if body else head)
         await self._wait(waiter)
+        self._raise_failure()
 
     async def next_chunk(self) -> bytes:
         """The body bytes buffered so far (waiting for some), or b"" at the end."""
@@ -354,8 +366,7 @@ class _Connection(asyncio.Protocol):
                     self._paused = False
                     self.transport.resume_reading()
                 return data
-            if self._error is not None:
-                raise self._error
+            self._raise_failure()
             if self._body_done:
                 return b""
             waiter = self._waiter = self._loop.create_future()

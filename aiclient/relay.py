@@ -50,6 +50,7 @@ __all__ = ["Call", "Conversion", "Relay", "Reply", "ResponseSink"]
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
@@ -216,10 +217,10 @@ class Relay:
                     lease.release()
                     raise
                 lease.failure(exc)
-                last = exc
+                last = _forget_frames(exc)
             except UpstreamError as exc:
                 lease.failure(exc)
-                last = exc
+                last = _forget_frames(exc)
             except BaseException:
                 lease.release()
                 raise
@@ -539,6 +540,14 @@ def _convert_answer(
     if answer.model != conversion.request.model:
         answer = replace(answer, model=conversion.request.model)
     return orjson.dumps(CODECS[client].response_from_canonical(answer))
+
+
+def _forget_frames(exc: E) -> E:
+    """`exc` without its traceback, kept to raise if no other instance answers. The
+    traceback holds this frame, which holds `exc`: a reference cycle that would keep
+    the failed attempt's objects (its lease, its upstream response) for the cyclic
+    collector. The error is rendered for the client, never logged with a traceback."""
+    return exc.with_traceback(None)
 
 
 def _settle(lease: Lease, up: UpstreamResponse, drained: bool) -> None:

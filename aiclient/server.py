@@ -86,11 +86,19 @@ def _authorized(request: Request, key: bytes) -> bool:
     return ok
 
 
+def _upstream_protocol(request: Request) -> ApiProtocol | None:
+    """The protocol of the upstream that was (last) tried: a fallback may change it."""
+    call = request.get(CALL)
+    if call is None:
+        return request.get(UPSTREAM_PROTOCOL)
+    return call.conversion.upstream if call.conversion else call.client_protocol
+
+
 def _error_response(request: Request, err: AiclientError) -> Response:
     reply = render_error(
         _client_protocol(request),
         err,
-        upstream_protocol=request.get(UPSTREAM_PROTOCOL),
+        upstream_protocol=_upstream_protocol(request),
     )
     headers = {**reply.headers, "Content-Type": reply.content_type}
     if isinstance(err, ClientError):

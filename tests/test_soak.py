@@ -7,15 +7,16 @@ import gc
 import logging
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import FunctionType
 from typing import Any
 
 import aiohttp
 import pytest
 
 from aiclient.policy import ErrorPolicy
-from tests.conftest import API_KEY, StartProxy, openai_instance
-from tests.fakes import FakeOpenAI
+from tests.conftest import API_KEY, StartProxy, claude_instance, openai_instance
+from tests.fakes import FakeClaude, FakeOpenAI
 
 TOTAL = 10_000
 WARMUP = 1_000
@@ -142,3 +143,78 @@ async def test_random_faults_never_reach_the_client_and_nothing_leaks(
     steady = proxy.runtime.pool.get("steady")
     assert steady is not None
     assert steady.state.in_flight == 0
+
+
+def _ours(obj: object) -> bool:
+    module = getattr(obj, "__module__", None) if isinstance(obj, FunctionType) else None
+    return (module or type(obj).__module__ or "").startswith("aiclient")
+
+
+async def test_requests_leave_nothing_for_the_cyclic_collector(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, fake_claude: FakeClaude
+) -> None:
+    """A request's objects are freed when it ends, not when the cyclic collector next
+    runs: a reference cycle per request (a closure holding the request whose state
+    holds the closure) kept ~25 objects per request, the parsed body and the canonical
+    request among them, alive until then, and the collector's passes cost ~5% of the
+    CPU under load. Every kind of request: passthrough and converted, streamed or
+    not, failed over, cut mid-stream, refused."""
+    proxy = await start_proxy(
+        {
+            "openai-custom": [
+                openai_instance(fake_openai, "o-1"),
+                openai_instance(fake_openai, "o-2"),
+            ],
+            "claude-custom": [claude_instance(fake_claude, "c-1")],
+        },
+        max_error_count=0,
+    )
+    chat = {"model": "m", "messages": [{"role": "user", "content": "Hi"}]}
+    stream = {**chat, "stream": True}
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    to_claude = {**auth, "model-provider": "claude-custom"}
+    gemini = f"/v1beta/models/m:generateContent?key={API_KEY}"
+
+    def cut(fake: FakeOpenAI | FakeClaude) -> Callable[[], None]:
+        return lambda: fake.reply_cut_stream(2)
+
+    def nothing() -> None:
+        pass
+
+    # (path, body, headers, what the fakes do first, the status the client gets)
+    calls: list[tuple[str, dict[str, Any], dict[str, str], Callable[[], None], int]] = [
+        ("/v1/chat/completions", chat, auth, lambda: fake_openai.reply_status(500), 200),
+        ("/v1/chat/completions", stream, auth, fake_openai.reply_reset, 200),
+        ("/v1/chat/completions", stream, auth, cut(fake_openai), 200),
+        ("/v1/chat/completions", chat, to_claude, nothing, 200),
+        ("/v1/chat/completions", stream, to_claude, nothing, 200),
+        ("/v1/chat/completions", stream, to_claude, cut(fake_claude), 200),
+        ("/v1/messages", {**chat, "max_tokens": 10}, auth, nothing, 200),
+        ("/v1/messages", {**stream, "max_tokens": 10}, auth, nothing, 200),
+        (gemini, {"contents": [{"parts": [{"text": "Hi"}]}]}, {}, nothing, 200),
+        ("/v1/chat/completions", {"model": "m", "messages": "no"}, auth, nothing, 400),
+        ("/v1/messages", chat, {}, nothing, 401),
+    ]
+
+    async def run_all(http: aiohttp.ClientSession) -> None:
+        for path, body, headers, prepare, status in calls:
+            prepare()
+            async with http.post(f"{proxy.url}{path}", json=body, headers=headers) as r:
+                await r.read()
+                assert r.status == status, path
+
+    async with aiohttp.ClientSession() as http:
+        await run_all(http)  # first-use caches are not garbage
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for _ in range(3):
+                await run_all(http)
+            gc.collect()
+            left = sorted({type(o).__qualname__ for o in gc.garbage if _ours(o)})
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    assert left == []
