@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 if TYPE_CHECKING:
     from dataclasses import dataclass
@@ -43,6 +43,7 @@ __all__ = [
     "MessageStart",
     "MessageStop",
     "Part",
+    "PlainChat",
     "Reasoning",
     "ReasoningDelta",
     "ReasoningPart",
@@ -212,6 +213,55 @@ class Usage:
     cache_read: int = 0
     cache_write: int = 0
     reasoning: int | None = None
+
+
+class PlainChat(NamedTuple):
+    """A plain chat, the most common request, in a compact form: the fast path of
+    request conversion (codecs' `plain_request_in` / `plain_request_out`).
+
+    It stands for exactly `as_request()`: system texts, then turns of text that
+    alternate user, assistant, user, ... (each one text, none blank), and sampling.
+    A reader returns one only for a body whose general reading is that request, and a
+    writer must write what `request_from_canonical(chat.as_request())` writes (both
+    checked by property tests), so the fast path never answers differently; it just
+    skips building and walking the general form."""
+
+    model: str
+    system: tuple[str, ...]
+    turns: tuple[str, ...]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    user: str | None = None
+    stream: bool = False
+    include_usage: bool = False
+
+    def as_request(self) -> ChatRequest:
+        roles = (Role.USER, Role.ASSISTANT)
+        return ChatRequest(
+            model=self.model,
+            messages=tuple(
+                Message(roles[i % 2], (TextPart(text=text),))
+                for i, text in enumerate(self.turns)
+            ),
+            system=tuple(TextPart(text=text) for text in self.system),
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            stop=self.stop,
+            seed=self.seed,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            user=self.user,
+            stream=self.stream,
+            include_usage=self.include_usage,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -249,16 +249,23 @@ async def _generate(
                 out, dirty = {**out, "max_tokens": settings.default_max_tokens}, True
             return (orjson.dumps(out) if dirty else body), None
         needs_max = upstream is ApiProtocol.CLAUDE  # Anthropic requires max_tokens
+        default_max = settings.default_max_tokens if needs_max else None
+        read_plain = CODECS[client].plain_request_in
+        write_plain = CODECS[upstream].plain_request_out
+        plain = read_plain(parsed) if read_plain and write_plain else None
+        if write_plain and plain is not None:  # the fast path (canonical.PlainChat)
+            plain = plain._replace(
+                model=target_model,
+                stream=streaming,
+                max_tokens=default_max if plain.max_tokens is None else plain.max_tokens,
+            )
+            converted = orjson.dumps(write_plain(plain))
+            return converted, Conversion(upstream, target_model, plain.include_usage)
         canonical = _canonical(
-            client,
-            parsed,
-            target_model,
-            path_model,
-            settings.default_max_tokens if needs_max else None,
-            stream=streaming,
+            client, parsed, target_model, path_model, default_max, stream=streaming
         )
         converted = orjson.dumps(CODECS[upstream].request_from_canonical(canonical))
-        return converted, Conversion(canonical, upstream)
+        return converted, Conversion(upstream, target_model, canonical.include_usage)
 
     def retarget(call: Call, target_type: str, target_model: str) -> None:
         upstream = _provider_class(target_type).protocol

@@ -26,7 +26,7 @@ from typing import Protocol, TypeVar
 import aiohttp
 import orjson
 
-from .canonical import ChatRequest, StreamEvent, TextDelta
+from .canonical import StreamEvent, TextDelta
 from .config import Settings
 from .errors import (
     AiclientError,
@@ -114,10 +114,12 @@ JSON_STREAM_HEADERS = {
 
 @dataclass(frozen=True, slots=True)
 class Conversion:
-    """A call whose upstream speaks another protocol than its client."""
+    """A call whose upstream speaks another protocol than its client: what the
+    answer's translation needs of the request (see EncoderFacts)."""
 
-    request: ChatRequest  # the client's request, canonical
     upstream: ApiProtocol
+    model: str
+    include_usage: bool = False
 
 
 @dataclass(slots=True)
@@ -428,7 +430,7 @@ class Relay:
             call.client_protocol,
             framer,
             CODECS[conversion.upstream].stream_decoder(),
-            CODECS[call.client_protocol].stream_encoder(conversion.request),
+            CODECS[call.client_protocol].stream_encoder(conversion),
             on_event if transcript is not None else None,
         )
 
@@ -537,8 +539,8 @@ def _convert_answer(
         raise UpstreamProtocolError(
             "the upstream answer could not be read", node_uuid=lease.node.uuid
         ) from exc
-    if answer.model != conversion.request.model:
-        answer = replace(answer, model=conversion.request.model)
+    if answer.model != conversion.model:
+        answer = replace(answer, model=conversion.model)
     return orjson.dumps(CODECS[client].response_from_canonical(answer))
 
 

@@ -20,6 +20,7 @@ from ..canonical import (
     ChatRequest,
     ChatResponse,
     MediaPart,
+    PlainChat,
     StopReason,
     StreamEvent,
 )
@@ -28,6 +29,7 @@ from ..sse import SSEEvent
 
 __all__ = [
     "Codec",
+    "EncoderFacts",
     "FunctionCodec",
     "JSONObject",
     "StreamDecoder",
@@ -63,7 +65,24 @@ class StreamEncoder(Protocol):
     def feed(self, event: StreamEvent) -> Iterable[SSEEvent]: ...
 
 
+class EncoderFacts(Protocol):
+    """What a stream encoder needs of the request (a ChatRequest has it)."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def include_usage(self) -> bool: ...
+
+
+PlainIn = Callable[[JSONObject], PlainChat | None]
+PlainOut = Callable[[PlainChat], JSONObject]
+
+
 class Codec(Protocol):
+    # The fast path for plain chats (canonical.PlainChat), where the codec has one.
+    plain_request_in: PlainIn | None
+    plain_request_out: PlainOut | None
+
     def request_to_canonical(self, body: JSONObject, *, model: str | None) -> ChatRequest:
         """`model` is the model named outside the body (Gemini's URL), if any."""
         ...
@@ -72,7 +91,7 @@ class Codec(Protocol):
     def response_to_canonical(self, body: JSONObject) -> ChatResponse: ...
     def response_from_canonical(self, response: ChatResponse) -> JSONObject: ...
     def stream_decoder(self) -> StreamDecoder: ...
-    def stream_encoder(self, request: ChatRequest) -> StreamEncoder: ...
+    def stream_encoder(self, request: EncoderFacts) -> StreamEncoder: ...
 
 
 class FunctionCodec:
@@ -85,7 +104,10 @@ class FunctionCodec:
         response_to: Callable[[JSONObject], ChatResponse],
         response_from: Callable[[ChatResponse], JSONObject],
         decoder: Callable[[], StreamDecoder],
-        encoder: Callable[[ChatRequest], StreamEncoder],
+        encoder: Callable[[EncoderFacts], StreamEncoder],
+        *,
+        plain_in: PlainIn | None = None,
+        plain_out: PlainOut | None = None,
     ) -> None:
         self._request_to = request_to
         self.request_from_canonical = request_from
@@ -93,6 +115,8 @@ class FunctionCodec:
         self.response_from_canonical = response_from
         self.stream_decoder = decoder
         self.stream_encoder = encoder
+        self.plain_request_in = plain_in
+        self.plain_request_out = plain_out
 
     def request_to_canonical(self, body: JSONObject, *, model: str | None) -> ChatRequest:
         return self._request_to(body, model=model)

@@ -30,6 +30,7 @@ from ...canonical import (
     MediaPart,
     Message,
     Part,
+    PlainChat,
     Reasoning,
     ReasoningPart,
     ResponseFormat,
@@ -46,6 +47,8 @@ from ..history import normalise_history
 from ..signatures import claude_signature_in, claude_signature_out
 
 __all__ = [
+    "plain_request_in",
+    "plain_request_out",
     "request_from_canonical",
     "request_to_canonical",
     "sanitise_id",
@@ -268,6 +271,88 @@ def _float(value: Any) -> float | None:
     return None
 
 
+_PLAIN_KEYS = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "system",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop_sequences",
+        "stream",
+        "metadata",
+    }
+)
+_PLAIN_MESSAGE_KEYS = frozenset({"role", "content"})
+_PLAIN_BLOCK_KEYS = frozenset({"type", "text", "cache_control"})
+_TURN_ROLES = ("user", "assistant")
+
+
+def _plain_text(content: Any) -> str | None:
+    """A message's one text: a string, or a single text block."""
+    if type(content) is str:
+        return content
+    if type(content) is list and len(content) == 1:
+        block = content[0]
+        if (
+            type(block) is dict
+            and block.get("type") == "text"
+            and type(block.get("text")) is str
+            and _PLAIN_BLOCK_KEYS.issuperset(block)
+        ):
+            return block["text"]  # type: ignore[no-any-return]
+    return None
+
+
+def plain_request_in(body: JSONObject) -> PlainChat | None:
+    """The body as a PlainChat when it is one (each message one text, user and
+    assistant alternating from the user, no blank turn, only the fields below), else
+    None: `request_to_canonical` reads it then (and raises for what is wrong)."""
+    if not _PLAIN_KEYS.issuperset(body):
+        return None
+    name = body.get("model")
+    raw = body.get("messages")
+    if not isinstance(name, str) or not name or not isinstance(raw, list) or not raw:
+        return None
+    turns: list[str] = []
+    for message in raw:
+        if type(message) is not dict or not _PLAIN_MESSAGE_KEYS.issuperset(message):
+            return None
+        text = _plain_text(message.get("content"))
+        if (
+            text is None
+            or not text.strip()
+            or message.get("role") != _TURN_ROLES[len(turns) % 2]
+        ):
+            return None
+        turns.append(text)
+    raw_system = body.get("system")
+    if raw_system is not None and not isinstance(raw_system, str | list):
+        return None
+    max_tokens = body.get("max_tokens")
+    top_k = body.get("top_k")
+    stop = body.get("stop_sequences")
+    metadata = body.get("metadata")
+    user = metadata.get("user_id") if isinstance(metadata, dict) else None
+    return PlainChat(
+        name,
+        tuple(p.text for p in _system(raw_system)),
+        tuple(turns),
+        max_tokens if isinstance(max_tokens, int) else None,
+        _float(body.get("temperature")),
+        _float(body.get("top_p")),
+        top_k if isinstance(top_k, int) else None,
+        tuple(s for s in stop if isinstance(s, str)) if isinstance(stop, list) else (),
+        None,
+        None,
+        None,
+        user if isinstance(user, str) else None,
+        body.get("stream") is True,
+    )
+
+
 # -- canonical -> upstream ---------------------------------------------------------------
 
 
@@ -425,6 +510,15 @@ def request_from_canonical(request: ChatRequest) -> JSONObject:
         if choice.parallel is False and choice.mode != "none":
             out["disable_parallel_tool_use"] = True
         body["tool_choice"] = out
+    _sampling_out(request, body)
+    if request.reasoning is not None:
+        _thinking(request.reasoning, body)
+    if request.stream:
+        body["stream"] = True
+    return body
+
+
+def _sampling_out(request: ChatRequest | PlainChat, body: JSONObject) -> None:
     if request.temperature is not None:
         body["temperature"] = min(1.0, request.temperature)
     elif request.top_p is not None:
@@ -436,8 +530,31 @@ def request_from_canonical(request: ChatRequest) -> JSONObject:
         body["stop_sequences"] = stops
     if request.user:
         body["metadata"] = {"user_id": request.user}
-    if request.reasoning is not None:
-        _thinking(request.reasoning, body)
-    if request.stream:
+
+
+def plain_request_out(chat: PlainChat) -> JSONObject:
+    """What `request_from_canonical(chat.as_request())` writes, without building it:
+    a plain chat already obeys the history rules (alternating, from the user, no blank
+    text), and a closing assistant turn (a prefill) loses its trailing white space."""
+    last = len(chat.turns) - 1
+    messages: list[JSONObject] = []
+    for i, text in enumerate(chat.turns):
+        if i % 2 and i == last:
+            text = text.rstrip()
+        messages.append({"role": _TURN_ROLES[i % 2], "content": [_text_block(text)]})
+    body: JSONObject = {
+        "model": chat.model,
+        "max_tokens": chat.max_tokens or 8192,
+        "messages": messages,
+    }
+    system = [_text_block(t) for t in chat.system if t.strip()]
+    if system:
+        body["system"] = system
+    _sampling_out(chat, body)
+    if chat.stream:
         body["stream"] = True
     return body
+
+
+def _text_block(text: str) -> JSONObject:
+    return {"type": "text", "text": text}

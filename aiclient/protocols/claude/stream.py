@@ -22,7 +22,6 @@ from typing import Any
 import orjson
 
 from ...canonical import (
-    ChatRequest,
     MessageStart,
     MessageStop,
     ReasoningDelta,
@@ -37,7 +36,7 @@ from ...canonical import (
 )
 from ...errors import UpstreamProtocolError
 from ...sse import SSEEvent
-from ..base import JSONObject, dumps, error_event
+from ..base import EncoderFacts, JSONObject, dumps, error_event
 from ..signatures import claude_signature_in, claude_signature_out
 from .request import sanitise_id
 from .response import (
@@ -175,7 +174,7 @@ class ClaudeStreamDecoder:
 
 
 class ClaudeStreamEncoder:
-    def __init__(self, request: ChatRequest) -> None:
+    def __init__(self, request: EncoderFacts) -> None:
         self._model = request.model
         self._index = -1  # the open block's index, -1 when none is open
         self._open: str | None = None  # "text" | "thinking" | "tool"

@@ -20,7 +20,6 @@ from typing import Any
 import orjson
 
 from ...canonical import (
-    ChatRequest,
     MessageStart,
     MessageStop,
     ReasoningDelta,
@@ -35,7 +34,7 @@ from ...canonical import (
 )
 from ...errors import UpstreamProtocolError
 from ...sse import SSEEvent
-from ..base import JSONObject, dumps, error_event, new_id
+from ..base import EncoderFacts, JSONObject, dumps, error_event, new_id
 from .request import get
 from .response import (
     finish_reason,
@@ -164,7 +163,7 @@ class GeminiStreamDecoder:
 
 
 class GeminiStreamEncoder:
-    def __init__(self, request: ChatRequest) -> None:
+    def __init__(self, request: EncoderFacts) -> None:
         self._model = request.model
         self._id = ""
         self._call: ToolCallPart | None = None

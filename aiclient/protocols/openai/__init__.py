@@ -15,4 +15,6 @@ CODEC = FunctionCodec(
     response.response_from_canonical,
     OpenAIStreamDecoder,
     OpenAIStreamEncoder,
+    plain_in=request.plain_request_in,
+    plain_out=request.plain_request_out,
 )

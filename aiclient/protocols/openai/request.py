@@ -27,6 +27,7 @@ from ...canonical import (
     MediaPart,
     Message,
     Part,
+    PlainChat,
     Reasoning,
     ReasoningPart,
     ResponseFormat,
@@ -42,7 +43,12 @@ from ..base import JSONObject, dumps, new_id, parse_data_url, to_data_url
 from ..history import result_text
 from .response import assistant_message
 
-__all__ = ["request_from_canonical", "request_to_canonical"]
+__all__ = [
+    "plain_request_in",
+    "plain_request_out",
+    "request_from_canonical",
+    "request_to_canonical",
+]
 
 _TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _AUDIO_FORMATS = {"audio/wav": "wav", "audio/x-wav": "wav", "audio/mpeg": "mp3"}
@@ -303,6 +309,115 @@ def request_to_canonical(body: JSONObject, *, model: str | None = None) -> ChatR
     )
 
 
+_PLAIN_KEYS = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "user",
+        "stream",
+        "stream_options",
+        "n",
+    }
+)
+_PLAIN_MESSAGE_KEYS = frozenset({"role", "content", "name"})
+_TURN_ROLES = ("user", "assistant")
+
+
+def _plain_int(value: Any) -> bool:
+    return value is None or type(value) is int
+
+
+def _plain_float(value: Any) -> bool:
+    return value is None or type(value) is float or type(value) is int
+
+
+def _plain_texts(raw: list[Any]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """(system texts, turns) of plain messages, else None."""
+    system: list[str] = []
+    turns: list[str] = []
+    for message in raw:
+        if type(message) is not dict or not _PLAIN_MESSAGE_KEYS.issuperset(message):
+            return None
+        role, content = message.get("role"), message.get("content")
+        if type(content) is not str:
+            return None
+        if role == _TURN_ROLES[len(turns) % 2] and content.strip():
+            turns.append(content)
+        elif role in ("system", "developer") and not turns:
+            system.append(content)
+        else:
+            return None
+    return (tuple(system), tuple(turns)) if turns else None
+
+
+def plain_request_in(body: JSONObject) -> PlainChat | None:
+    """The body as a PlainChat when it is one (string contents, system messages
+    only before the first turn, user and assistant alternating from the user, no
+    blank turn, only the fields below), else None: `request_to_canonical` reads it
+    then (and raises for what is wrong)."""
+    if not _PLAIN_KEYS.issuperset(body):
+        return None
+    name = body.get("model")
+    raw = body.get("messages")
+    n = body.get("n")
+    if not isinstance(name, str) or not name or not isinstance(raw, list) or not raw:
+        return None
+    if n is not None and (type(n) is not int or n > 1):
+        return None
+    texts = _plain_texts(raw)
+    if texts is None:
+        return None
+    max_tokens = body.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = body.get("max_tokens")
+    seed = body.get("seed")
+    temperature, top_p = body.get("temperature"), body.get("top_p")
+    presence, frequency = body.get("presence_penalty"), body.get("frequency_penalty")
+    if not (
+        _plain_int(max_tokens)
+        and _plain_int(seed)
+        and _plain_float(temperature)
+        and _plain_float(top_p)
+        and _plain_float(presence)
+        and _plain_float(frequency)
+    ):
+        return None
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        stops: tuple[str, ...] = (stop,)
+    elif stop is None:
+        stops = ()
+    elif type(stop) is list and all(type(s) is str for s in stop):
+        stops = tuple(stop)
+    else:
+        return None
+    user = body.get("user")
+    options = body.get("stream_options")
+    return PlainChat(
+        name,
+        *texts,
+        max_tokens,
+        None if temperature is None else float(temperature),
+        None if top_p is None else float(top_p),
+        None,
+        stops,
+        seed,
+        None if presence is None else float(presence),
+        None if frequency is None else float(frequency),
+        user if isinstance(user, str) else None,
+        body.get("stream") is True,
+        isinstance(options, dict) and options.get("include_usage") is True,
+    )
+
+
 # -- canonical -> upstream ---------------------------------------------------------------
 
 
@@ -409,18 +524,7 @@ def request_from_canonical(request: ChatRequest) -> JSONObject:
     if request.max_tokens is not None:
         key = "max_completion_tokens" if request.reasoning else "max_tokens"
         body[key] = request.max_tokens
-    for key, value in (
-        ("temperature", request.temperature),
-        ("top_p", request.top_p),
-        ("seed", request.seed),
-        ("presence_penalty", request.presence_penalty),
-        ("frequency_penalty", request.frequency_penalty),
-        ("user", request.user),
-    ):
-        if value is not None:
-            body[key] = value
-    if request.stop:
-        body["stop"] = list(request.stop[:4])
+    _sampling_out(request, body)
     if request.reasoning is not None:
         body["reasoning_effort"] = (
             effort_of(request.reasoning) if request.reasoning.enabled else "none"
@@ -433,6 +537,38 @@ def request_from_canonical(request: ChatRequest) -> JSONObject:
             schema = {"name": fmt.name or "response", "schema": dict(fmt.schema)}
             body["response_format"] = {"type": "json_schema", "json_schema": schema}
     if request.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _sampling_out(request: ChatRequest | PlainChat, body: JSONObject) -> None:
+    for key, value in (
+        ("temperature", request.temperature),
+        ("top_p", request.top_p),
+        ("seed", request.seed),
+        ("presence_penalty", request.presence_penalty),
+        ("frequency_penalty", request.frequency_penalty),
+        ("user", request.user),
+    ):
+        if value is not None:
+            body[key] = value
+    if request.stop:
+        body["stop"] = list(request.stop[:4])
+
+
+def plain_request_out(chat: PlainChat) -> JSONObject:
+    """What `request_from_canonical(chat.as_request())` writes, without building it."""
+    messages: list[JSONObject] = []
+    if chat.system:
+        messages.append({"role": "system", "content": "\n\n".join(chat.system)})
+    for i, text in enumerate(chat.turns):
+        messages.append({"role": _TURN_ROLES[i % 2], "content": text})
+    body: JSONObject = {"model": chat.model, "messages": messages}
+    if chat.max_tokens is not None:
+        body["max_tokens"] = chat.max_tokens
+    _sampling_out(chat, body)
+    if chat.stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     return body

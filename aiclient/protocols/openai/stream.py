@@ -20,7 +20,6 @@ from typing import Any
 import orjson
 
 from ...canonical import (
-    ChatRequest,
     MessageStart,
     MessageStop,
     ReasoningDelta,
@@ -33,7 +32,7 @@ from ...canonical import (
 )
 from ...errors import UpstreamProtocolError
 from ...sse import SSEEvent
-from ..base import JSONObject, dumps, error_event, new_id
+from ..base import EncoderFacts, JSONObject, dumps, error_event, new_id
 from .response import completion_id, finish_reason, stop_reason, usage_from_canonical
 from .response import usage_to_canonical as _usage
 
@@ -186,7 +185,7 @@ class OpenAIStreamDecoder:
 
 
 class OpenAIStreamEncoder:
-    def __init__(self, request: ChatRequest) -> None:
+    def __init__(self, request: EncoderFacts) -> None:
         self._model = request.model
         self._include_usage = request.include_usage
         self._id = ""
