@@ -254,11 +254,15 @@ async def _generate(
         write_plain = CODECS[upstream].plain_request_out
         plain = read_plain(parsed) if read_plain and write_plain else None
         if write_plain and plain is not None:  # the fast path (canonical.PlainChat)
-            plain = plain._replace(
-                model=target_model,
-                stream=streaming,
-                max_tokens=default_max if plain.max_tokens is None else plain.max_tokens,
-            )
+            max_tokens = default_max if plain.max_tokens is None else plain.max_tokens
+            if (plain.model, plain.stream, plain.max_tokens) != (
+                target_model,
+                streaming,
+                max_tokens,
+            ):
+                plain = plain._replace(
+                    model=target_model, stream=streaming, max_tokens=max_tokens
+                )
             converted = orjson.dumps(write_plain(plain))
             return converted, Conversion(upstream, target_model, plain.include_usage)
         canonical = _canonical(

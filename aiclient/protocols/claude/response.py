@@ -136,6 +136,9 @@ def message_id(response_id: str) -> str:
 
 
 def blocks_from_parts(parts: tuple[Part, ...]) -> list[JSONObject]:
+    if len(parts) == 1 and type(parts[0]) is TextPart:  # the usual answer: one text
+        text = parts[0].text
+        return [{"type": "text", "text": text}] if text else []
     blocks: list[JSONObject] = []
     for part in parts:
         match part:

@@ -331,14 +331,6 @@ _PLAIN_MESSAGE_KEYS = frozenset({"role", "content", "name"})
 _TURN_ROLES = ("user", "assistant")
 
 
-def _plain_int(value: Any) -> bool:
-    return value is None or type(value) is int
-
-
-def _plain_float(value: Any) -> bool:
-    return value is None or type(value) is float or type(value) is int
-
-
 def _plain_texts(raw: list[Any]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
     """(system texts, turns) of plain messages, else None."""
     system: list[str] = []
@@ -379,17 +371,15 @@ def plain_request_in(body: JSONObject) -> PlainChat | None:
     if max_tokens is None:
         max_tokens = body.get("max_tokens")
     seed = body.get("seed")
-    temperature, top_p = body.get("temperature"), body.get("top_p")
-    presence, frequency = body.get("presence_penalty"), body.get("frequency_penalty")
-    if not (
-        _plain_int(max_tokens)
-        and _plain_int(seed)
-        and _plain_float(temperature)
-        and _plain_float(top_p)
-        and _plain_float(presence)
-        and _plain_float(frequency)
+    if not (max_tokens is None or type(max_tokens) is int) or not (
+        seed is None or type(seed) is int
     ):
         return None
+    temperature, top_p = body.get("temperature"), body.get("top_p")
+    presence, frequency = body.get("presence_penalty"), body.get("frequency_penalty")
+    for number in (temperature, top_p, presence, frequency):
+        if number is not None and type(number) is not float and type(number) is not int:
+            return None
     stop = body.get("stop")
     if isinstance(stop, str):
         stops: tuple[str, ...] = (stop,)

@@ -156,11 +156,19 @@ def assistant_message(parts: tuple[Part, ...]) -> JSONObject:
 
 
 def response_from_canonical(response: ChatResponse) -> JSONObject:
-    message = assistant_message(response.parts)
-    message["refusal"] = None
-    reasoning = "".join(p.text for p in response.parts if isinstance(p, ReasoningPart))
-    if reasoning:
-        message["reasoning_content"] = reasoning
+    parts = response.parts
+    if len(parts) == 1 and type(parts[0]) is TextPart:  # the usual answer: one text
+        message: JSONObject = {
+            "role": "assistant",
+            "content": parts[0].text,
+            "refusal": None,
+        }
+    else:
+        message = assistant_message(parts)
+        message["refusal"] = None
+        reasoning = "".join(p.text for p in parts if isinstance(p, ReasoningPart))
+        if reasoning:
+            message["reasoning_content"] = reasoning
     return {
         "id": completion_id(response.id),
         "object": "chat.completion",
