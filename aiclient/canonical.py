@@ -43,6 +43,7 @@ __all__ = [
     "MessageStart",
     "MessageStop",
     "Part",
+    "PlainAnswer",
     "PlainChat",
     "Reasoning",
     "ReasoningDelta",
@@ -272,6 +273,29 @@ class ChatResponse:
     stop_reason: StopReason = StopReason.END_TURN
     stop_sequence: str | None = None
     usage: Usage | None = None
+
+
+class PlainAnswer(NamedTuple):
+    """An answer of one text, the most common one, in a compact form: the fast path of
+    answer conversion (codecs' `plain_response_in` / `plain_response_out`), under the
+    same contract as PlainChat: it stands for exactly `as_response()`."""
+
+    id: str
+    model: str
+    text: str
+    stop_reason: StopReason
+    stop_sequence: str | None
+    usage: Usage | None
+
+    def as_response(self) -> ChatResponse:
+        return ChatResponse(
+            id=self.id,
+            model=self.model,
+            parts=(TextPart(text=self.text),),
+            stop_reason=self.stop_reason,
+            stop_sequence=self.stop_sequence,
+            usage=self.usage,
+        )
 
 
 # -- streaming -----------------------------------------------------------------------

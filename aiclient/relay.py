@@ -524,10 +524,17 @@ def _convert_answer(
 ) -> bytes:
     """A whole upstream answer in the client's protocol; UpstreamProtocolError when it
     cannot be read (so the call fails over like any broken answer)."""
+    read_plain = CODECS[conversion.upstream].plain_response_in
+    write_plain = CODECS[client].plain_response_out
     try:
         parsed = orjson.loads(body)
         if not isinstance(parsed, dict):
             raise TypeError("not an object")
+        plain = read_plain(parsed) if read_plain and write_plain else None
+        if write_plain and plain is not None:  # the fast path (canonical.PlainAnswer)
+            if plain.model != conversion.model:
+                plain = plain._replace(model=conversion.model)
+            return orjson.dumps(write_plain(plain))
         answer = CODECS[conversion.upstream].response_to_canonical(parsed)
     except (
         orjson.JSONDecodeError,

@@ -1,18 +1,20 @@
-"""The plain-chat fast path (canonical.PlainChat) answers exactly as the general path.
+"""The plain fast paths (canonical.PlainChat, PlainAnswer) write exactly what the
+general path writes.
 
 A reader may decline any body, but one it reads must mean what the general reader
-makes of it; a writer must write what the general writer writes for that request.
+makes of it; a writer must write what the general writer writes for that value.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aiclient.canonical import PlainChat
+from aiclient.canonical import PlainAnswer, PlainChat, StopReason, Usage
 from aiclient.errors import InvalidRequest, UnsupportedConversion
 from aiclient.protocols import ApiProtocol
 from aiclient.protocols.codecs import CODECS
@@ -230,3 +232,209 @@ def test_everyday_chats_take_the_fast_path(protocol: ApiProtocol) -> None:
     assert plain is not None
     assert plain.as_request() == _general(protocol, SDK_BODIES[protocol])
     assert len(plain.turns) == 3
+
+
+# -- answers ---------------------------------------------------------------------------
+
+ANSWER_READERS = [p for p in ApiProtocol if CODECS[p].plain_response_in is not None]
+ANSWER_WRITERS = [p for p in ApiProtocol if CODECS[p].plain_response_out is not None]
+counts = st.none() | st.integers(0, 10**6) | st.sampled_from([True, "3", 1.5])
+ids = st.sampled_from(["msg_01", "chatcmpl-9", "abc-def", "", None])
+
+
+def claude_usage() -> st.SearchStrategy[Any]:
+    return st.none() | st.fixed_dictionaries(
+        {"input_tokens": counts, "output_tokens": counts},
+        optional={"cache_read_input_tokens": counts, "cache_creation_input_tokens": counts},
+    )
+
+
+def openai_usage() -> st.SearchStrategy[Any]:
+    return st.none() | st.fixed_dictionaries(
+        {"prompt_tokens": counts, "completion_tokens": counts},
+        optional={
+            "prompt_tokens_details": st.fixed_dictionaries({"cached_tokens": counts}),
+            "completion_tokens_details": st.fixed_dictionaries(
+                {"reasoning_tokens": counts}
+            ),
+        },
+    )
+
+
+@st.composite
+def answer_bodies(draw: st.DrawFn, protocol: ApiProtocol) -> dict[str, Any]:
+    """Answers near the plain shape: mostly one text, now and then reasoning, a tool
+    call, a refusal, no text, or a field of the wrong type."""
+    body: dict[str, Any] = {
+        "id": draw(ids),
+        "model": draw(st.sampled_from(["m", "", None])),
+    }
+    text = draw(texts.filter(bool)) if draw(st.booleans()) else draw(texts | st.none())
+    if protocol is ApiProtocol.CLAUDE:
+        block: Any = {"type": "text", "text": text}
+        others: list[Any] = [
+            {"type": "thinking", "thinking": "hm", "signature": "sig"},
+            {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": 1}},
+            {"type": "text", "text": "more"},
+            "junk",
+        ]
+        extra = draw(st.lists(st.sampled_from(others), max_size=1))
+        body["content"] = draw(st.permutations([block, *extra]))
+        body["stop_reason"] = draw(
+            st.sampled_from(
+                ["end_turn", "max_tokens", "stop_sequence", "tool_use", None, 7]
+            )
+        )
+        body["stop_sequence"] = draw(st.none() | texts | st.just(5))
+        body["usage"] = draw(claude_usage())
+        return body
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    for key, value in draw(
+        st.lists(
+            st.sampled_from(
+                [
+                    ("refusal", None),
+                    ("refusal", "no"),
+                    ("reasoning_content", "hm"),
+                    ("reasoning_content", None),
+                    ("reasoning", "hm"),
+                    ("tool_calls", []),
+                    (
+                        "tool_calls",
+                        [{"id": "c1", "function": {"name": "f", "arguments": "{}"}}],
+                    ),
+                ]
+            ),
+            max_size=2,
+        )
+    ):
+        message[key] = value
+    choice = {"index": 0, "message": message}
+    choice["finish_reason"] = draw(
+        st.sampled_from(["stop", "length", "tool_calls", None, 3])
+    )
+    body["choices"] = draw(st.sampled_from([[choice], [], [choice, choice]]))
+    body["usage"] = draw(openai_usage())
+    return body
+
+
+def _general_answer(protocol: ApiProtocol, body: dict[str, Any]) -> Any:
+    try:
+        return CODECS[protocol].response_to_canonical(body)
+    except (InvalidRequest, TypeError, AttributeError, KeyError) as exc:
+        return exc
+
+
+def _same_clock(written: dict[str, Any], general: dict[str, Any]) -> dict[str, Any]:
+    """`written` with the general answer's `created` second (both read the clock)."""
+    return {**written, "created": general["created"]} if "created" in general else written
+
+
+@pytest.mark.parametrize("protocol", ANSWER_READERS, ids=[p.value for p in ANSWER_READERS])
+@settings(max_examples=250, deadline=None)
+@given(data=st.data())
+def test_a_plain_answer_reading_is_the_general_reading(
+    protocol: ApiProtocol, data: st.DataObject
+) -> None:
+    body = data.draw(answer_bodies(protocol))
+    reader = CODECS[protocol].plain_response_in
+    assert reader is not None
+    plain = reader(body)
+    if plain is not None:
+        general = _general_answer(protocol, body)
+        if not body.get("id"):  # each made up an id
+            general = replace(general, id=plain.id)
+        assert plain.as_response() == general
+
+
+plain_answers = st.builds(
+    PlainAnswer,
+    id=st.sampled_from(["msg_01", "chatcmpl-9", "abc-def", "x"]),
+    model=st.sampled_from(["m", "", "claude-sonnet-4"]),
+    text=texts,
+    stop_reason=st.sampled_from(list(StopReason)),
+    stop_sequence=st.none() | texts,
+    usage=st.none()
+    | st.builds(
+        Usage,
+        input_tokens=st.integers(0, 10**6),
+        output_tokens=st.integers(0, 10**6),
+        cache_read=st.integers(0, 1000),
+        cache_write=st.integers(0, 1000),
+        reasoning=st.none() | st.integers(0, 1000),
+    ),
+)
+
+
+@pytest.mark.parametrize("protocol", ANSWER_WRITERS, ids=[p.value for p in ANSWER_WRITERS])
+@settings(max_examples=200, deadline=None)
+@given(answer=plain_answers)
+def test_a_plain_answer_writing_is_the_general_writing(
+    protocol: ApiProtocol, answer: PlainAnswer
+) -> None:
+    writer = CODECS[protocol].plain_response_out
+    assert writer is not None
+    general = CODECS[protocol].response_from_canonical(answer.as_response())
+    written = _same_clock(writer(answer), general)
+    assert written == general
+    assert list(written) == list(general)
+
+
+ANSWER_PAIRS = [(u, c) for u in ANSWER_READERS for c in ANSWER_WRITERS if u is not c]
+
+
+@pytest.mark.parametrize(
+    ("upstream", "client"),
+    ANSWER_PAIRS,
+    ids=[f"{u.value}-to-{c.value}" for u, c in ANSWER_PAIRS],
+)
+@settings(max_examples=250, deadline=None)
+@given(data=st.data())
+def test_the_fast_path_answers_what_the_general_path_answers(
+    upstream: ApiProtocol, client: ApiProtocol, data: st.DataObject
+) -> None:
+    body = data.draw(answer_bodies(upstream))
+    reader, writer = CODECS[upstream].plain_response_in, CODECS[client].plain_response_out
+    assert reader is not None and writer is not None
+    plain = reader(body)
+    if plain is not None:
+        general = _general_answer(upstream, body)
+        if not body.get("id"):
+            general = replace(general, id=plain.id)
+        expected = CODECS[client].response_from_canonical(general)
+        assert _same_clock(writer(plain), expected) == expected
+
+
+def test_everyday_answers_take_the_fast_path() -> None:
+    claude = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4",
+        "content": [{"type": "text", "text": "Hello!"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 12, "output_tokens": 3},
+    }
+    openai = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello!", "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+    }
+    for protocol, body in ((ApiProtocol.CLAUDE, claude), (ApiProtocol.OPENAI, openai)):
+        reader = CODECS[protocol].plain_response_in
+        assert reader is not None
+        plain = reader(body)
+        assert plain is not None
+        assert plain.text == "Hello!"
+        assert plain.as_response() == _general_answer(protocol, body)

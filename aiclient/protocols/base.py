@@ -20,6 +20,7 @@ from ..canonical import (
     ChatRequest,
     ChatResponse,
     MediaPart,
+    PlainAnswer,
     PlainChat,
     StopReason,
     StreamEvent,
@@ -76,12 +77,17 @@ class EncoderFacts(Protocol):
 
 PlainIn = Callable[[JSONObject], PlainChat | None]
 PlainOut = Callable[[PlainChat], JSONObject]
+PlainAnswerIn = Callable[[JSONObject], PlainAnswer | None]
+PlainAnswerOut = Callable[[PlainAnswer], JSONObject]
 
 
 class Codec(Protocol):
-    # The fast path for plain chats (canonical.PlainChat), where the codec has one.
+    # The fast paths for plain chats and answers (canonical.PlainChat, PlainAnswer),
+    # where the codec has them.
     plain_request_in: PlainIn | None
     plain_request_out: PlainOut | None
+    plain_response_in: PlainAnswerIn | None
+    plain_response_out: PlainAnswerOut | None
 
     def request_to_canonical(self, body: JSONObject, *, model: str | None) -> ChatRequest:
         """`model` is the model named outside the body (Gemini's URL), if any."""
@@ -108,6 +114,8 @@ class FunctionCodec:
         *,
         plain_in: PlainIn | None = None,
         plain_out: PlainOut | None = None,
+        plain_answer_in: PlainAnswerIn | None = None,
+        plain_answer_out: PlainAnswerOut | None = None,
     ) -> None:
         self._request_to = request_to
         self.request_from_canonical = request_from
@@ -117,6 +125,8 @@ class FunctionCodec:
         self.stream_encoder = encoder
         self.plain_request_in = plain_in
         self.plain_request_out = plain_out
+        self.plain_response_in = plain_answer_in
+        self.plain_response_out = plain_answer_out
 
     def request_to_canonical(self, body: JSONObject, *, model: str | None) -> ChatRequest:
         return self._request_to(body, model=model)

@@ -14,6 +14,7 @@ from ...canonical import (
     ChatResponse,
     MediaPart,
     Part,
+    PlainAnswer,
     ReasoningPart,
     StopReason,
     TextPart,
@@ -27,6 +28,8 @@ from .request import sanitise_id, thinking_part
 
 __all__ = [
     "claude_stop_reason",
+    "plain_response_in",
+    "plain_response_out",
     "response_from_canonical",
     "response_to_canonical",
     "stop_reason",
@@ -129,6 +132,29 @@ def response_to_canonical(body: JSONObject) -> ChatResponse:
     )
 
 
+def plain_response_in(body: JSONObject) -> PlainAnswer | None:
+    """The answer as a PlainAnswer when it is one text block, else None (then
+    `response_to_canonical` reads it)."""
+    content = body.get("content")
+    if type(content) is not list or len(content) != 1:
+        return None
+    block = content[0]
+    if type(block) is not dict or block.get("type") != "text":
+        return None
+    text = block.get("text")
+    if type(text) is not str:
+        return None
+    sequence = body.get("stop_sequence")
+    return PlainAnswer(
+        str(body.get("id") or new_id("msg_")),
+        str(body.get("model") or ""),
+        text,
+        stop_reason(body.get("stop_reason"), False),
+        sequence if isinstance(sequence, str) else None,
+        usage_to_canonical(body.get("usage")),
+    )
+
+
 def message_id(response_id: str) -> str:
     return (
         response_id if response_id.startswith("msg_") else "msg_" + sanitise_id(response_id)
@@ -185,13 +211,24 @@ def blocks_from_parts(parts: tuple[Part, ...]) -> list[JSONObject]:
 
 
 def response_from_canonical(response: ChatResponse) -> JSONObject:
+    return _message(response, blocks_from_parts(response.parts))
+
+
+def plain_response_out(answer: PlainAnswer) -> JSONObject:
+    """What `response_from_canonical(answer.as_response())` writes, without building
+    it."""
+    text = answer.text
+    return _message(answer, [{"type": "text", "text": text}] if text else [])
+
+
+def _message(answer: ChatResponse | PlainAnswer, content: list[JSONObject]) -> JSONObject:
     return {
-        "id": message_id(response.id),
+        "id": message_id(answer.id),
         "type": "message",
         "role": "assistant",
-        "model": response.model,
-        "content": blocks_from_parts(response.parts),
-        "stop_reason": claude_stop_reason(response.stop_reason),
-        "stop_sequence": response.stop_sequence,
-        "usage": usage_from_canonical(response.usage),
+        "model": answer.model,
+        "content": content,
+        "stop_reason": claude_stop_reason(answer.stop_reason),
+        "stop_sequence": answer.stop_sequence,
+        "usage": usage_from_canonical(answer.usage),
     }

@@ -13,6 +13,7 @@ from typing import Any
 from ...canonical import (
     ChatResponse,
     Part,
+    PlainAnswer,
     ReasoningPart,
     StopReason,
     TextPart,
@@ -25,6 +26,8 @@ from ..base import JSONObject, as_int, mapped_stop, new_id
 __all__ = [
     "assistant_message",
     "finish_reason",
+    "plain_response_in",
+    "plain_response_out",
     "response_from_canonical",
     "response_to_canonical",
     "stop_reason",
@@ -133,6 +136,37 @@ def response_to_canonical(body: JSONObject) -> ChatResponse:
     )
 
 
+def plain_response_in(body: JSONObject) -> PlainAnswer | None:
+    """The answer as a PlainAnswer when its first choice is one text (no reasoning,
+    refusal or tool call), else None (then `response_to_canonical` reads it)."""
+    choices = body.get("choices")
+    if type(choices) is not list or not choices:
+        return None
+    choice = choices[0]
+    message = choice.get("message") if type(choice) is dict else None
+    if type(message) is not dict:
+        return None
+    text = message.get("content")
+    reasoning = message.get("reasoning_content", message.get("reasoning"))
+    refusal = message.get("refusal")
+    if (
+        type(text) is not str
+        or not text
+        or (isinstance(reasoning, str) and reasoning)
+        or (isinstance(refusal, str) and refusal)
+        or message.get("tool_calls")
+    ):
+        return None
+    return PlainAnswer(
+        str(body.get("id") or new_id("chatcmpl-")),
+        str(body.get("model") or ""),
+        text,
+        stop_reason(choice.get("finish_reason"), False),
+        None,
+        usage_to_canonical(body.get("usage")),
+    )
+
+
 def completion_id(response_id: str) -> str:
     return response_id if response_id.startswith("chatcmpl-") else "chatcmpl-" + response_id
 
@@ -158,29 +192,38 @@ def assistant_message(parts: tuple[Part, ...]) -> JSONObject:
 def response_from_canonical(response: ChatResponse) -> JSONObject:
     parts = response.parts
     if len(parts) == 1 and type(parts[0]) is TextPart:  # the usual answer: one text
-        message: JSONObject = {
-            "role": "assistant",
-            "content": parts[0].text,
-            "refusal": None,
-        }
-    else:
-        message = assistant_message(parts)
-        message["refusal"] = None
-        reasoning = "".join(p.text for p in parts if isinstance(p, ReasoningPart))
-        if reasoning:
-            message["reasoning_content"] = reasoning
+        return _completion(response, _text_message(parts[0].text))
+    message = assistant_message(parts)
+    message["refusal"] = None
+    reasoning = "".join(p.text for p in parts if isinstance(p, ReasoningPart))
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    return _completion(response, message)
+
+
+def plain_response_out(answer: PlainAnswer) -> JSONObject:
+    """What `response_from_canonical(answer.as_response())` writes, without building
+    it."""
+    return _completion(answer, _text_message(answer.text))
+
+
+def _text_message(text: str) -> JSONObject:
+    return {"role": "assistant", "content": text, "refusal": None}
+
+
+def _completion(answer: ChatResponse | PlainAnswer, message: JSONObject) -> JSONObject:
     return {
-        "id": completion_id(response.id),
+        "id": completion_id(answer.id),
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": response.model,
+        "model": answer.model,
         "choices": [
             {
                 "index": 0,
                 "message": message,
                 "logprobs": None,
-                "finish_reason": finish_reason(response.stop_reason),
+                "finish_reason": finish_reason(answer.stop_reason),
             }
         ],
-        "usage": usage_from_canonical(response.usage),
+        "usage": usage_from_canonical(answer.usage),
     }
