@@ -78,3 +78,21 @@ def test_quick_run_prints_the_tables(tmp_path: Path) -> None:
     assert [m["path"] for m in data["memory"]] == ["openai"]
     for m in data["memory"]:
         assert m["result"]["requests"] == 50, m
+
+
+def test_workers_benchmark_runs_both_proxies(tmp_path: Path) -> None:
+    """scripts/bench_workers.py measures one and two workers and prints their ratio."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH.parent / "bench_workers.py"), "--quick", "--quota", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [_row_cells(line) for line in done.stdout.splitlines() if line.startswith("| ")]
+    workers = {cells[0]: cells for cells in rows if cells[0].isdigit()}
+    assert set(workers) == {"1", "2"}
+    assert workers["1"][2] == "1.00"
+    assert len(workers["2"][4].split(" / ")) == 2  # a CPU figure for each worker
+    assert float(workers["2"][1].replace(",", "")) > 0
