@@ -3,11 +3,14 @@
     .venv/bin/python scripts/bench.py                 # the full run, about 2.5 minutes
     .venv/bin/python scripts/bench.py --quick         # a few seconds; figures meaningless
     .venv/bin/python scripts/bench.py --paths openai --connections 64 --duration 10
+    .venv/bin/python scripts/bench.py --bare-relay    # the bare relay beside the proxy
 
 Three processes: a fake upstream (benchlib/upstream.py), the proxy, and a load
 generator (benchlib/loadgen.py), all on 127.0.0.1. With two or more cores the proxy
 gets core 0 to itself and the other two share core 1, so each row's "direct" figures
 (the same load sent straight to the upstream) show what the load side can do alone.
+`--bare-relay` also runs scripts/bare_relay.py on the proxy's core and measures it on
+the passthrough paths in the same rounds, so the yardstick shares the machine's mood.
 The report (Markdown) goes to stdout, progress to stderr; `--json` also writes the
 raw results; BENCH_KEEP_LOGS=1 prints the end of each child's log when done. This is a
 benchmark, not a test: nothing here fails on a slow figure.
@@ -101,6 +104,10 @@ class Options:
     quick: bool
     pin: bool
     repeat: int = 1
+    bare_relay: bool = False
+
+
+BARE_RELAY_CMD = "{python} {scripts}/bare_relay.py --pools {pools} --port {port}"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -154,6 +161,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument(
         "--no-pin", action="store_true", help="do not pin processes to cores"
     )
+    parser.add_argument(
+        "--bare-relay",
+        action="store_true",
+        help="also measure scripts/bare_relay.py (a bare aiohttp + uvloop relay) on "
+        "the passthrough paths, in the same rounds as the proxy, on the same core",
+    )
     args = parser.parse_args(argv)
     base = QUICK if args.quick else DEFAULTS
 
@@ -184,6 +197,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         quick=args.quick,
         pin=not args.no_pin,
         repeat=args.repeat,
+        bare_relay=args.bare_relay,
     )
 
 
@@ -270,12 +284,15 @@ def _capacity_note(report: Report) -> str | None:
 
 def run(options: Options, session: Session, report: Report) -> None:
     paths: list[BenchPath] = []
+    bare: set[str] = set()
     for path in options.paths:
         direct = session.probe(path, "direct")
         if direct.status != 200:
             raise BenchError(
                 f"the fake upstream failed a {path.name} probe: {direct.sample}"
             )
+        if options.bare_relay and path.client == path.upstream:
+            bare.add(path.name)  # the bare relay only passes through
         probe = session.probe(path, "proxy")
         if probe.status == 200 and not probe.errors:
             paths.append(path)
@@ -288,7 +305,10 @@ def run(options: Options, session: Session, report: Report) -> None:
     rounds: dict[tuple[str, bool, int, str], list[Measurement]] = {}
     for round_ in range(1, options.repeat + 1):
         for index, (path, stream, conns) in enumerate(plan, 1):
-            for target in ("direct", "proxy"):
+            targets = (
+                ("direct", "proxy", "bare") if path.name in bare else ("direct", "proxy")
+            )
+            for target in targets:
                 m = session.measure(
                     path,
                     target,
@@ -428,6 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             chunks=options.chunks,
             slow_chunks=options.slow_chunks,
             slow_gap_ms=options.slow_gap_ms,
+            baseline_cmd=BARE_RELAY_CMD if options.bare_relay else None,
         )
         session = Session(config)
         try:

@@ -29,6 +29,7 @@ def test_quick_run_prints_the_tables(tmp_path: Path) -> None:
             "openai,anthropic,openai-to-claude",
             "--repeat",
             "2",
+            "--bare-relay",
             "--json",
             str(out),
         ],
@@ -54,6 +55,11 @@ def test_quick_run_prints_the_tables(tmp_path: Path) -> None:
         assert (path, "1") in keys  # non-streaming, 1 connection
         assert (path, "16") in keys  # non-streaming and streaming, 16 connections
     assert ("openai", "50") in keys  # the memory row (first path): 50 streams
+    # The bare relay beside the proxy, on the passthrough paths only, with its CPU.
+    bare = [cells for cells in rows if cells[0] == "openai (bare relay)"]
+    assert {cells[1] for cells in bare} >= {"1", "16"}
+    assert all(float(cells[5]) > 0 for cells in bare if cells[1] == "1")
+    assert not any(cells[0] == "openai-to-claude (bare relay)" for cells in rows)
     # Until conversion lands the proxy answers 501 and the path is skipped with a note;
     # afterwards it is measured like the others.
     assert "`openai-to-claude`" in report

@@ -95,33 +95,47 @@ def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
+def _row_keys(
+    report: Report, paths: Sequence[str], conns: Sequence[int]
+) -> list[tuple[str, str, int]]:
+    """(path, target, connections) of each row: the proxy's, then the bare relay's
+    where it was measured."""
+    targets = ["proxy"]
+    if any(m.target == "bare" for m in report.measurements):
+        targets.append("bare")
+    return [(p, t, c) for p in paths for t in targets for c in conns]
+
+
+def _label(path: str, target: str) -> str:
+    return f"{path} (bare relay)" if target == "bare" else path
+
+
 def _plain_rows(
     report: Report, paths: Sequence[str], conns: Sequence[int]
 ) -> list[list[str]]:
     rows = []
-    for path in paths:
-        for c in conns:
-            proxy = report.find(path, "proxy", False, c)
-            direct = report.find(path, "direct", False, c)
-            if proxy is None or direct is None:
-                continue
-            rows.append(
-                [
-                    path,
-                    str(c),
-                    _rate(proxy.result.rate),
-                    _num(_pct(proxy, "p50"), 2),
-                    _num(_pct(proxy, "p99"), 2),
-                    _num(proxy.cpu_ms_per_request, 3),
-                    _num(proxy.core_pct(proxy.proxy_cpu_s), 0),
-                    _num(proxy.core_pct(proxy.load_cpu_s), 0),
-                    _rate(direct.result.rate),
-                    _num(_pct(direct, "p50"), 2),
-                    _num(_pct(direct, "p99"), 2),
-                    _errors(proxy, direct),
-                    _other(proxy, direct),
-                ]
-            )
+    for path, target, c in _row_keys(report, paths, conns):
+        proxy = report.find(path, target, False, c)
+        direct = report.find(path, "direct", False, c)
+        if proxy is None or direct is None:
+            continue
+        rows.append(
+            [
+                _label(path, target),
+                str(c),
+                _rate(proxy.result.rate),
+                _num(_pct(proxy, "p50"), 2),
+                _num(_pct(proxy, "p99"), 2),
+                _num(proxy.cpu_ms_per_request, 3),
+                _num(proxy.core_pct(proxy.proxy_cpu_s), 0),
+                _num(proxy.core_pct(proxy.load_cpu_s), 0),
+                _rate(direct.result.rate),
+                _num(_pct(direct, "p50"), 2),
+                _num(_pct(direct, "p99"), 2),
+                _errors(proxy, direct),
+                _other(proxy, direct),
+            ]
+        )
     return rows
 
 
@@ -129,32 +143,31 @@ def _stream_rows(
     report: Report, paths: Sequence[str], conns: Sequence[int]
 ) -> list[list[str]]:
     rows = []
-    for path in paths:
-        for c in conns:
-            proxy = report.find(path, "proxy", True, c)
-            direct = report.find(path, "direct", True, c)
-            if proxy is None or direct is None:
-                continue
-            ttfb50 = _pct(proxy, "p50", "ttfb_ms")
-            ttfb99 = _pct(proxy, "p99", "ttfb_ms")
-            rows.append(
-                [
-                    path,
-                    str(c),
-                    _rate(proxy.result.rate),
-                    _num(_pct(proxy, "p50"), 2),
-                    _num(ttfb50, 2),
-                    _num(_diff(ttfb50, _pct(direct, "p50", "ttfb_ms")), 2),
-                    _num(_diff(ttfb99, _pct(direct, "p99", "ttfb_ms")), 2),
-                    _num(proxy.cpu_ms_per_request, 3),
-                    _num(proxy.core_pct(proxy.proxy_cpu_s), 0),
-                    _rate(direct.result.rate),
-                    _num(_pct(direct, "p50"), 2),
-                    _num(_pct(direct, "p50", "ttfb_ms"), 2),
-                    _errors(proxy, direct),
-                    _other(proxy, direct),
-                ]
-            )
+    for path, target, c in _row_keys(report, paths, conns):
+        proxy = report.find(path, target, True, c)
+        direct = report.find(path, "direct", True, c)
+        if proxy is None or direct is None:
+            continue
+        ttfb50 = _pct(proxy, "p50", "ttfb_ms")
+        ttfb99 = _pct(proxy, "p99", "ttfb_ms")
+        rows.append(
+            [
+                _label(path, target),
+                str(c),
+                _rate(proxy.result.rate),
+                _num(_pct(proxy, "p50"), 2),
+                _num(ttfb50, 2),
+                _num(_diff(ttfb50, _pct(direct, "p50", "ttfb_ms")), 2),
+                _num(_diff(ttfb99, _pct(direct, "p99", "ttfb_ms")), 2),
+                _num(proxy.cpu_ms_per_request, 3),
+                _num(proxy.core_pct(proxy.proxy_cpu_s), 0),
+                _rate(direct.result.rate),
+                _num(_pct(direct, "p50"), 2),
+                _num(_pct(direct, "p50", "ttfb_ms"), 2),
+                _errors(proxy, direct),
+                _other(proxy, direct),
+            ]
+        )
     return rows
 
 

@@ -32,7 +32,7 @@ class Measurement:
 
     @property
     def cpu_ms_per_request(self) -> float | None:
-        if self.target != "proxy" or not self.result.requests:
+        if self.target == "direct" or not self.result.requests:
             return None
         return self.proxy_cpu_s / self.result.requests * 1000
 

@@ -58,6 +58,8 @@ class SessionConfig:
     chunks: int = 20
     slow_chunks: int = 100
     slow_gap_ms: float = 100.0
+    # A second proxy measured beside the first (target "bare"), e.g. the bare relay.
+    baseline_cmd: str | None = None
 
 
 @dataclass(slots=True)
@@ -103,6 +105,8 @@ class Session:
         self.workdir = config.workdir
         self.upstream_port = 0
         self.proxy_port = 0
+        self.baseline_port = 0
+        self._baseline: subprocess.Popen[bytes] | None = None
         self._upstream: subprocess.Popen[bytes] | None = None
         self._loadgen: subprocess.Popen[bytes] | None = None
         self._proxy: subprocess.Popen[bytes] | None = None
@@ -170,6 +174,8 @@ class Session:
         assert self._loadgen.stdout is not None
         self._loadgen_lines = _Lines(self._loadgen.stdout.fileno())
         self._start_proxy()
+        if config.baseline_cmd:
+            self._start_baseline(config.baseline_cmd)
 
     def _path(self, name: str) -> Path:
         return self.workdir / f"{name}.log"
@@ -240,6 +246,38 @@ class Session:
             f"the proxy did not answer /health: {_tail(self._path(self._proxy_log))}"
         )
 
+    def _start_baseline(self, command: str) -> None:
+        pools, config = self.workdir / "provider_pools.json", self.workdir / "config.json"
+        self.baseline_port = _free_port()
+        values = {
+            "python": sys.executable,
+            "port": str(self.baseline_port),
+            "pools": str(pools),
+            "config": str(config),
+            "api_key": self.config.api_key,
+            "scripts": str(Path(__file__).resolve().parent.parent),
+        }
+        self._baseline = spawn(
+            [part.format_map(values) for part in shlex.split(command)],
+            cores=self.config.cores.proxy,
+            env=self._env_vars,
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log("baseline"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + _START_TIMEOUT
+        health = Job("probe", self.baseline_port, method="GET", path="/health", timeout=2.0)
+        while time.monotonic() < deadline:
+            if self._baseline.poll() is not None:
+                break
+            if self.run_job(health)[0].status == 200:
+                return
+            time.sleep(0.1)
+        raise BenchError(
+            f"the baseline proxy did not answer /health: {_tail(self._path('baseline'))}"
+        )
+
     def restart_proxy(self) -> None:
         """A fresh proxy process (same command, new port), e.g. for a memory baseline."""
         if self._proxy is not None:
@@ -255,13 +293,13 @@ class Session:
             )
 
     def close(self) -> None:
-        for process in (self._proxy, self._loadgen, self._upstream):
+        for process in (self._baseline, self._proxy, self._loadgen, self._upstream):
             if process is not None:
                 stop(process)
         if os.environ.get("BENCH_KEEP_LOGS"):
             for log in sorted(self.workdir.glob("*.log")):
                 print(f"--- {log.name}\n{_tail(log)}", file=sys.stderr)
-        self._proxy = self._loadgen = self._upstream = None
+        self._proxy = self._loadgen = self._upstream = self._baseline = None
         for handle in self._logs:
             handle.close()
         self._logs.clear()
@@ -292,15 +330,17 @@ class Session:
         *,
         every: float | None = None,
         on_sample: Callable[[Sample], None] | None = None,
+        watch: int | None = None,
     ) -> tuple[Result, dict[str, Sample]]:
         """Run `job`; returns its result and a Sample at each mark (START, STOP, OPEN).
 
         With `every`, `on_sample` also gets a Sample that often while the job runs.
+        The Samples' proxy figures are those of process `watch` (default the proxy).
         """
         assert self._loadgen is not None
         assert self._loadgen.stdin is not None
         assert self._loadgen_lines is not None
-        self._proxy_pids = process_tree(self.proxy_pid)
+        self._proxy_pids = process_tree(watch or self.proxy_pid)
         self._loadgen.stdin.write(job.to_json().encode() + b"\n")
         self._loadgen.stdin.flush()
         marks: dict[str, Sample] = {}
@@ -336,11 +376,12 @@ class Session:
         warmup: float = 0.0,
         timeout: float = 30.0,
     ) -> Job:
-        proxy = target == "proxy"
+        proxy = target in ("proxy", "bare")
+        ports = {"proxy": self.proxy_port, "bare": self.baseline_port}
         return request_job(
             kind,
             path.client if proxy else path.upstream,
-            self.proxy_port if proxy else self.upstream_port,
+            ports.get(target, self.upstream_port),
             api_key=self.config.api_key,
             provider=path.provider if proxy else None,
             stream=stream,
@@ -376,7 +417,8 @@ class Session:
             warmup=warmup,
             timeout=30.0,
         )
-        result, marks = self.run_job(job)
+        baseline = self._baseline if target == "bare" else None
+        result, marks = self.run_job(job, watch=baseline.pid if baseline else None)
         self._check_proxy()
         start, end = marks.get("START"), marks.get("STOP")
         proxy_cpu = load_cpu = other_cpu = 0.0
