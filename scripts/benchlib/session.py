@@ -211,22 +211,44 @@ class Session:
         return pools_path, config_path
 
     def _start_proxy(self) -> None:
-        pools, config = self._write_files()
+        self._write_files()
         self._proxy_starts += 1
         log = "proxy" if self._proxy_starts == 1 else f"proxy-{self._proxy_starts}"
         self.proxy_port = _free_port()
+        self.proxy_argv, self._proxy = self._launch(
+            self.config.proxy_cmd, self.proxy_port, log
+        )
+        self._proxy_log = log
+        self._await_health(self.proxy_port, self._check_proxy, "proxy", log)
+
+    def _start_baseline(self, command: str) -> None:
+        self.baseline_port = _free_port()
+        _, baseline = self._launch(command, self.baseline_port, "baseline")
+        self._baseline = baseline
+
+        def alive() -> None:
+            if baseline.poll() is not None:
+                raise BenchError(
+                    f"the baseline proxy exited: {_tail(self._path('baseline'))}"
+                )
+
+        self._await_health(self.baseline_port, alive, "baseline proxy", "baseline")
+
+    def _launch(
+        self, command: str, port: int, log: str
+    ) -> tuple[list[str], subprocess.Popen[bytes]]:
+        """Start a proxy command on the proxy's cores, its placeholders filled in."""
         values = {
             "python": sys.executable,
-            "port": str(self.proxy_port),
-            "pools": str(pools),
-            "config": str(config),
+            "port": str(port),
+            "pools": str(self.workdir / "provider_pools.json"),
+            "config": str(self.workdir / "config.json"),
             "api_key": self.config.api_key,
+            "scripts": str(Path(__file__).resolve().parent.parent),
         }
-        self.proxy_argv = [
-            part.format_map(values) for part in shlex.split(self.config.proxy_cmd)
-        ]
-        self._proxy = spawn(
-            self.proxy_argv,
+        argv = [part.format_map(values) for part in shlex.split(command)]
+        process = spawn(
+            argv,
             cores=self.config.cores.proxy,
             env=self._env_vars,
             cwd=self.workdir,
@@ -234,49 +256,19 @@ class Session:
             stdout=self._log(log),
             stderr=subprocess.STDOUT,
         )
-        self._proxy_log = log
-        deadline = time.monotonic() + _START_TIMEOUT
-        health = Job("probe", self.proxy_port, method="GET", path="/health", timeout=2.0)
-        while time.monotonic() < deadline:
-            self._check_proxy()
-            if self.run_job(health)[0].status == 200:
-                return
-            time.sleep(0.1)
-        raise BenchError(
-            f"the proxy did not answer /health: {_tail(self._path(self._proxy_log))}"
-        )
+        return argv, process
 
-    def _start_baseline(self, command: str) -> None:
-        pools, config = self.workdir / "provider_pools.json", self.workdir / "config.json"
-        self.baseline_port = _free_port()
-        values = {
-            "python": sys.executable,
-            "port": str(self.baseline_port),
-            "pools": str(pools),
-            "config": str(config),
-            "api_key": self.config.api_key,
-            "scripts": str(Path(__file__).resolve().parent.parent),
-        }
-        self._baseline = spawn(
-            [part.format_map(values) for part in shlex.split(command)],
-            cores=self.config.cores.proxy,
-            env=self._env_vars,
-            cwd=self.workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log("baseline"),
-            stderr=subprocess.STDOUT,
-        )
+    def _await_health(
+        self, port: int, alive: Callable[[], None], what: str, log: str
+    ) -> None:
         deadline = time.monotonic() + _START_TIMEOUT
-        health = Job("probe", self.baseline_port, method="GET", path="/health", timeout=2.0)
+        health = Job("probe", port, method="GET", path="/health", timeout=2.0)
         while time.monotonic() < deadline:
-            if self._baseline.poll() is not None:
-                break
+            alive()
             if self.run_job(health)[0].status == 200:
                 return
             time.sleep(0.1)
-        raise BenchError(
-            f"the baseline proxy did not answer /health: {_tail(self._path('baseline'))}"
-        )
+        raise BenchError(f"the {what} did not answer /health: {_tail(self._path(log))}")
 
     def restart_proxy(self) -> None:
         """A fresh proxy process (same command, new port), e.g. for a memory baseline."""
