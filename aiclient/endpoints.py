@@ -275,6 +275,7 @@ async def _generate(
         upstream = _provider_class(target_type).protocol
         call.body, call.conversion = build(upstream, target_model)
         call.provider_type, call.model = target_type, target_model
+        call.upstream_protocol = upstream
 
     request[UPSTREAM_PROTOCOL] = provider_cls.protocol
     body, conversion = build(provider_cls.protocol, model)
@@ -290,6 +291,7 @@ async def _generate(
         transcript=transcript,
         fallbacks=_fallbacks(runtime, ptype, model),
         retarget=retarget,
+        upstream_protocol=provider_cls.protocol,
     )
     request[CALL] = call
     relay = _relay(runtime)
@@ -399,7 +401,9 @@ async def _count(
         def translate(raw: bytes) -> bytes:
             return _count_answer(client, upstream, raw)
 
-    call = Call(client, ptype, model, False, body, request.headers)
+    call = Call(
+        client, ptype, model, False, body, request.headers, upstream_protocol=upstream
+    )
     request[CALL] = call
     reply = await _relay(runtime).count(call, translate)
     return Response(
@@ -413,8 +417,16 @@ async def _model_list(
     """The model ids, the raw upstream list when it is already in `client`'s shape, and
     the upstream's protocol."""
     runtime = _runtime(request)
-    ptype, _ = _target(request, runtime, client)
-    call = Call(client, ptype, None, False, b"", request.headers)
+    ptype, provider_cls = _target(request, runtime, client)
+    call = Call(
+        client,
+        ptype,
+        None,
+        False,
+        b"",
+        request.headers,
+        upstream_protocol=provider_cls.protocol,
+    )
     request[CALL] = call
     model_list, provider = await _relay(runtime).list_models(ptype, request.headers)
     call.served_by = provider.node

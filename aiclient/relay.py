@@ -142,6 +142,9 @@ class Call:
     # call for one (body, conversion, model).
     fallbacks: list[tuple[str, str]] = field(default_factory=list)
     retarget: Callable[[Call, str, str], None] | None = None
+    # The protocol of the upstream being tried, where the endpoint knows it (an upstream
+    # error body in the client's own protocol is passed through verbatim).
+    upstream_protocol: ApiProtocol | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,9 +89,9 @@ def _authorized(request: Request, key: bytes) -> bool:
 def _upstream_protocol(request: Request) -> ApiProtocol | None:
     """The protocol of the upstream that was (last) tried: a fallback may change it."""
     call = request.get(CALL)
-    if call is None:
-        return request.get(UPSTREAM_PROTOCOL)
-    return call.conversion.upstream if call.conversion else call.client_protocol
+    if call is not None and call.upstream_protocol is not None:
+        return call.upstream_protocol
+    return request.get(UPSTREAM_PROTOCOL)
 
 
 def _error_response(request: Request, err: AiclientError) -> Response:

@@ -837,3 +837,21 @@ async def test_converted_streams_are_not_buffered(
         resp.close()
     assert first.startswith(b"event: message_start")
     assert b"message_stop" not in first
+
+
+async def test_a_count_error_from_another_protocol_is_in_the_clients_shape(
+    proxy: Proxy, fake_gemini: FakeGemini
+) -> None:
+    """An upstream's error body passes through verbatim only to a client of the same
+    protocol: Gemini's 400 for a bad key reaches an Anthropic client as an Anthropic
+    error."""
+    fake_gemini.api_keys = {"another-key"}
+    body = {"model": "m", "messages": [{"role": "user", "content": "Hi"}]}
+    status, raw, _ = await post(
+        proxy, "claude", "gemini", "/v1/messages/count_tokens", body
+    )
+    assert status == 400
+    error = json.loads(raw)
+    assert error["type"] == "error"
+    assert error["error"]["type"] == "invalid_request_error"
+    assert "status" not in error["error"]  # not Gemini's {"error": {"code", "status"}}
