@@ -328,6 +328,7 @@ def run(options: Options, session: Session, report: Report) -> None:
         report.measurements.append(median_round(measured))
     if options.repeat > 1:
         report.notes.append(_spread_note(rounds, options.repeat))
+        report.notes += _ratio_notes(rounds, paths)
     if options.memory_streams and paths:
         every = 0.02 if options.quick else 0.05
         for path in paths[:1]:
@@ -360,6 +361,55 @@ def _spread_note(
             f"{conns} connections)"
         )
     return text
+
+
+def _ratio_notes(
+    rounds: dict[tuple[str, bool, int, str], list[Measurement]], paths: list[BenchPath]
+) -> list[str]:
+    """Each converted path against the passthrough of its client's protocol and of its
+    upstream's, round by round: the two rows of a round ran seconds apart, so their
+    ratio is steadier than the ratio of two medians."""
+    notes = []
+    passthrough = {p.client: p for p in paths if p.client == p.upstream}
+    for path in paths:
+        if path.client == path.upstream:
+            continue
+        for (name, stream, conns, target), converted in rounds.items():
+            if name != path.name or target != "proxy":
+                continue
+            for side in dict.fromkeys((path.client, path.upstream)):
+                base = passthrough.get(side)
+                plain = rounds.get((base.name, stream, conns, "proxy")) if base else None
+                if base is None or plain is None or len(plain) != len(converted):
+                    continue
+                pairs = list(zip(converted, plain, strict=True))
+                rate = sorted(
+                    c.result.rate / p.result.rate for c, p in pairs if p.result.rate
+                )
+                cpu = sorted(
+                    (p.cpu_ms_per_request or 0) / c.cpu_ms_per_request
+                    for c, p in pairs
+                    if c.cpu_ms_per_request
+                )
+                if not rate or not cpu:
+                    continue
+                kind = "streams" if stream else "requests"
+                plural = "s" if conns != 1 else ""
+                notes.append(
+                    f"{path.name} against {base.name}, {kind} at {conns} connection"
+                    f"{plural}, "
+                    f"round by round: {_median(rate):.2f}x by rate ({rate[0]:.2f}-"
+                    f"{rate[-1]:.2f}), {_median(cpu):.2f}x by CPU per request "
+                    f"({cpu[0]:.2f}-{cpu[-1]:.2f})"
+                )
+    return notes
+
+
+def _median(values: list[float]) -> float:
+    middle = len(values) // 2
+    if len(values) % 2:
+        return values[middle]
+    return (values[middle - 1] + values[middle]) / 2
 
 
 def median_round(measured: list[Measurement]) -> Measurement:

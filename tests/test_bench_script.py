@@ -60,6 +60,9 @@ def test_quick_run_prints_the_tables(tmp_path: Path) -> None:
     assert {cells[1] for cells in bare} >= {"1", "16"}
     assert all(float(cells[5]) > 0 for cells in bare if cells[1] == "1")
     assert not any(cells[0] == "openai-to-claude (bare relay)" for cells in rows)
+    # With rounds, each converted path is compared with both passthroughs round by round.
+    assert "openai-to-claude against openai, requests at 16 connections" in report
+    assert "openai-to-claude against anthropic, streams at 16 connections" in report
     # Until conversion lands the proxy answers 501 and the path is skipped with a note;
     # afterwards it is measured like the others.
     assert "`openai-to-claude`" in report
