@@ -291,9 +291,7 @@ _TURN_ROLES = ("user", "assistant")
 
 
 def _plain_text(content: Any) -> str | None:
-    """A message's one text: a string, or a single text block."""
-    if type(content) is str:
-        return content
+    """A message's one text given as a single text block."""
     if type(content) is list and len(content) == 1:
         block = content[0]
         if (
@@ -320,7 +318,8 @@ def plain_request_in(body: JSONObject) -> PlainChat | None:
     for message in raw:
         if type(message) is not dict or not _PLAIN_MESSAGE_KEYS.issuperset(message):
             return None
-        text = _plain_text(message.get("content"))
+        content = message.get("content")
+        text = content if type(content) is str else _plain_text(content)
         if (
             text is None
             or not text.strip()
@@ -329,7 +328,12 @@ def plain_request_in(body: JSONObject) -> PlainChat | None:
             return None
         turns.append(text)
     raw_system = body.get("system")
-    if raw_system is not None and not isinstance(raw_system, str | list):
+    system: tuple[str, ...] = ()
+    if isinstance(raw_system, str):
+        system = (raw_system,) if raw_system else ()
+    elif isinstance(raw_system, list):
+        system = tuple(p.text for p in _system(raw_system))
+    elif raw_system is not None:
         return None
     max_tokens = body.get("max_tokens")
     top_k = body.get("top_k")
@@ -338,7 +342,7 @@ def plain_request_in(body: JSONObject) -> PlainChat | None:
     user = metadata.get("user_id") if isinstance(metadata, dict) else None
     return PlainChat(
         name,
-        tuple(p.text for p in _system(raw_system)),
+        system,
         tuple(turns),
         max_tokens if isinstance(max_tokens, int) else None,
         _float(body.get("temperature")),
