@@ -5,6 +5,11 @@ Requests are validated on the way in: `request_to_canonical` raises only Invalid
 What the target cannot express is refused by `request_from_canonical` with
 UnsupportedConversion (a 400 naming the feature) or dropped by a rule its module
 docstring states. Streaming halves are small stateful objects, one per response.
+
+A codec may also have a fast path for the most common shapes, a plain chat and an
+answer of one text (canonical.PlainChat, PlainAnswer): `plain_request_in` /
+`plain_response_in` read one or return None, and `plain_request_out` /
+`plain_response_out` write exactly what the general writer writes for it.
 """
 
 from __future__ import annotations
