@@ -40,7 +40,7 @@ from .protocols.models import render_model_list
 from .providers import PROVIDERS, Provider
 from .relay import Call, Conversion, Relay
 from .routing import resolve_provider_type, split_model_prefix
-from .runtime import CALL, RUNTIME, UPSTREAM_PROTOCOL, Runtime
+from .runtime import CALL, RUNTIME, Runtime
 
 __all__ = ["add_routes"]
 
@@ -277,7 +277,6 @@ async def _generate(
         call.provider_type, call.model = target_type, target_model
         call.upstream_protocol = upstream
 
-    request[UPSTREAM_PROTOCOL] = provider_cls.protocol
     body, conversion = build(provider_cls.protocol, model)
     call = Call(
         client,
@@ -385,7 +384,6 @@ async def _count(
     body, parsed = await _read_json(request)
     ptype, provider_cls = _target(request, runtime, client)
     upstream = provider_cls.protocol
-    request[UPSTREAM_PROTOCOL] = upstream
     if client is ApiProtocol.GEMINI and isinstance(
         parsed.get("generateContentRequest"), dict
     ):

@@ -18,7 +18,7 @@ from .prompts import Prompts
 from .protocols import ApiProtocol
 from .relay import Call, Relay
 
-__all__ = ["CALL", "CORS_HEADERS", "RUNTIME", "UPSTREAM_PROTOCOL", "Runtime"]
+__all__ = ["CALL", "CORS_HEADERS", "RUNTIME", "Runtime"]
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -78,4 +78,3 @@ class Runtime:
 
 RUNTIME = Key("runtime", Runtime)
 CALL = Key("call", Call)
-UPSTREAM_PROTOCOL = Key("upstream_protocol", ApiProtocol)

@@ -46,7 +46,7 @@ from .protocols import ApiProtocol
 from .protocols.errors import render_error
 from .refresher import refresher_context
 from .relay import Relay
-from .runtime import CALL, CORS_HEADERS, RUNTIME, UPSTREAM_PROTOCOL, Runtime
+from .runtime import CALL, CORS_HEADERS, RUNTIME, Runtime
 from .tasks import spawn
 
 __all__ = ["build_app"]
@@ -86,19 +86,13 @@ def _authorized(request: Request, key: bytes) -> bool:
     return ok
 
 
-def _upstream_protocol(request: Request) -> ApiProtocol | None:
-    """The protocol of the upstream that was (last) tried: a fallback may change it."""
-    call = request.get(CALL)
-    if call is not None and call.upstream_protocol is not None:
-        return call.upstream_protocol
-    return request.get(UPSTREAM_PROTOCOL)
-
-
 def _error_response(request: Request, err: AiclientError) -> Response:
     reply = render_error(
         _client_protocol(request),
         err,
-        upstream_protocol=_upstream_protocol(request),
+        # the upstream last tried (a fallback may change it): only an upstream's own
+        # error, which comes after the call exists, has a body to pass through
+        upstream_protocol=call.upstream_protocol if (call := request.get(CALL)) else None,
     )
     headers = {**reply.headers, "Content-Type": reply.content_type}
     if isinstance(err, ClientError):
