@@ -180,7 +180,15 @@ class Session:
     def _path(self, name: str) -> Path:
         return self.workdir / f"{name}.log"
 
-    def _write_files(self) -> tuple[Path, Path]:
+    @property
+    def _pools_path(self) -> Path:
+        return self.workdir / "provider_pools.json"
+
+    @property
+    def _config_path(self) -> Path:
+        return self.workdir / "config.json"
+
+    def _write_files(self) -> None:
         base = f"http://127.0.0.1:{self.upstream_port}/v1"
         pools = {
             "openai-custom": [
@@ -204,11 +212,8 @@ class Session:
             "MAX_ERROR_COUNT": 0,
             "LOG_LEVEL": "warning",
         }
-        pools_path = self.workdir / "provider_pools.json"
-        config_path = self.workdir / "config.json"
-        pools_path.write_text(json.dumps(pools, indent=2))
-        config_path.write_text(json.dumps(config, indent=2))
-        return pools_path, config_path
+        self._pools_path.write_text(json.dumps(pools, indent=2))
+        self._config_path.write_text(json.dumps(config, indent=2))
 
     def _start_proxy(self) -> None:
         self._write_files()
@@ -241,8 +246,8 @@ class Session:
         values = {
             "python": sys.executable,
             "port": str(port),
-            "pools": str(self.workdir / "provider_pools.json"),
-            "config": str(self.workdir / "config.json"),
+            "pools": str(self._pools_path),
+            "config": str(self._config_path),
             "api_key": self.config.api_key,
             "scripts": str(Path(__file__).resolve().parent.parent),
         }
