@@ -540,25 +540,23 @@ def plain_request_out(chat: PlainChat) -> JSONObject:
     """What `request_from_canonical(chat.as_request())` writes, without building it:
     a plain chat already obeys the history rules (alternating, from the user, no blank
     text), and a closing assistant turn (a prefill) loses its trailing white space."""
-    last = len(chat.turns) - 1
-    messages: list[JSONObject] = []
-    for i, text in enumerate(chat.turns):
-        if i % 2 and i == last:
-            text = text.rstrip()
-        messages.append({"role": _TURN_ROLES[i % 2], "content": [_text_block(text)]})
+    turns = chat.turns
+    messages: list[JSONObject] = [
+        {"role": _TURN_ROLES[i % 2], "content": [{"type": "text", "text": text}]}
+        for i, text in enumerate(turns)
+    ]
+    if turns and not len(turns) % 2:  # a closing assistant turn, a prefill
+        messages[-1]["content"][0]["text"] = turns[-1].rstrip()
     body: JSONObject = {
         "model": chat.model,
         "max_tokens": chat.max_tokens or 8192,
         "messages": messages,
     }
-    system = [_text_block(t) for t in chat.system if t.strip()]
-    if system:
-        body["system"] = system
+    if chat.system:
+        system = [{"type": "text", "text": t} for t in chat.system if t.strip()]
+        if system:
+            body["system"] = system
     _sampling_out(chat, body)
     if chat.stream:
         body["stream"] = True
     return body
-
-
-def _text_block(text: str) -> JSONObject:
-    return {"type": "text", "text": text}

@@ -67,7 +67,8 @@ def usage_to_canonical(usage: Any, base: Usage | None = None) -> Usage | None:
     """Anthropic usage (possibly a message_delta's partial one, over `base`)."""
     if not isinstance(usage, dict):
         return base
-    base = base or Usage()
+    if base is None:
+        return _whole_usage(usage)
     read = usage.get("cache_read_input_tokens")
     write = usage.get("cache_creation_input_tokens")
     cache_read = as_int(read) if read is not None else base.cache_read
@@ -84,6 +85,24 @@ def usage_to_canonical(usage: Any, base: Usage | None = None) -> Usage | None:
         cache_read=cache_read,
         cache_write=cache_write,
         reasoning=base.reasoning,
+    )
+
+
+def _whole_usage(usage: JSONObject) -> Usage:
+    """`usage_to_canonical` of a whole answer's usage (no base), in one step: the
+    common case, on every converted answer."""
+    fresh, output = usage.get("input_tokens"), usage.get("output_tokens")
+    read = usage.get("cache_read_input_tokens")
+    write = usage.get("cache_creation_input_tokens")
+    read = read if type(read) is int else as_int(read)
+    write = write if type(write) is int else as_int(write)
+    if fresh is not None:
+        fresh = (fresh if type(fresh) is int else as_int(fresh)) + read + write
+    return Usage(
+        input_tokens=fresh or 0,
+        output_tokens=output if type(output) is int else as_int(output),
+        cache_read=read,
+        cache_write=write,
     )
 
 
@@ -144,14 +163,18 @@ def plain_response_in(body: JSONObject) -> PlainAnswer | None:
     text = block.get("text")
     if type(text) is not str:
         return None
-    sequence = body.get("stop_sequence")
+    sequence, stop = body.get("stop_sequence"), body.get("stop_reason")
+    usage = body.get("usage")
     return PlainAnswer(
         str(body.get("id") or new_id("msg_")),
         str(body.get("model") or ""),
         text,
-        stop_reason(body.get("stop_reason"), False),
+        # stop_reason(stop, False), inlined: no tool call, no tool-use override
+        _STOP.get(stop, StopReason.END_TURN)
+        if isinstance(stop, str)
+        else StopReason.END_TURN,
         sequence if isinstance(sequence, str) else None,
-        usage_to_canonical(body.get("usage")),
+        _whole_usage(usage) if isinstance(usage, dict) else None,
     )
 
 
@@ -222,13 +245,14 @@ def plain_response_out(answer: PlainAnswer) -> JSONObject:
 
 
 def _message(answer: ChatResponse | PlainAnswer, content: list[JSONObject]) -> JSONObject:
+    rid = answer.id  # message_id and claude_stop_reason inlined: every answer runs this
     return {
-        "id": message_id(answer.id),
+        "id": rid if rid.startswith("msg_") else "msg_" + sanitise_id(rid),
         "type": "message",
         "role": "assistant",
         "model": answer.model,
         "content": content,
-        "stop_reason": claude_stop_reason(answer.stop_reason),
+        "stop_reason": _CLAUDE_STOP[answer.stop_reason],
         "stop_sequence": answer.stop_sequence,
         "usage": usage_from_canonical(answer.usage),
     }

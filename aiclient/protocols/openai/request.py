@@ -533,16 +533,18 @@ def request_from_canonical(request: ChatRequest) -> JSONObject:
 
 
 def _sampling_out(request: ChatRequest | PlainChat, body: JSONObject) -> None:
-    for key, value in (
-        ("temperature", request.temperature),
-        ("top_p", request.top_p),
-        ("seed", request.seed),
-        ("presence_penalty", request.presence_penalty),
-        ("frequency_penalty", request.frequency_penalty),
-        ("user", request.user),
-    ):
-        if value is not None:
-            body[key] = value
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.seed is not None:
+        body["seed"] = request.seed
+    if request.presence_penalty is not None:
+        body["presence_penalty"] = request.presence_penalty
+    if request.frequency_penalty is not None:
+        body["frequency_penalty"] = request.frequency_penalty
+    if request.user is not None:
+        body["user"] = request.user
     if request.stop:
         body["stop"] = list(request.stop[:4])
 

@@ -157,11 +157,15 @@ def plain_response_in(body: JSONObject) -> PlainAnswer | None:
         or message.get("tool_calls")
     ):
         return None
+    finish = choice.get("finish_reason")
     return PlainAnswer(
         str(body.get("id") or new_id("chatcmpl-")),
         str(body.get("model") or ""),
         text,
-        stop_reason(choice.get("finish_reason"), False),
+        # stop_reason(finish, False), inlined: no tool call, no tool-use override
+        _STOP.get(finish, StopReason.END_TURN)
+        if isinstance(finish, str)
+        else StopReason.END_TURN,
         None,
         usage_to_canonical(body.get("usage")),
     )
@@ -204,7 +208,9 @@ def response_from_canonical(response: ChatResponse) -> JSONObject:
 def plain_response_out(answer: PlainAnswer) -> JSONObject:
     """What `response_from_canonical(answer.as_response())` writes, without building
     it."""
-    return _completion(answer, _text_message(answer.text))
+    return _completion(
+        answer, {"role": "assistant", "content": answer.text, "refusal": None}
+    )
 
 
 def _text_message(text: str) -> JSONObject:
@@ -212,8 +218,9 @@ def _text_message(text: str) -> JSONObject:
 
 
 def _completion(answer: ChatResponse | PlainAnswer, message: JSONObject) -> JSONObject:
+    rid = answer.id  # completion_id and finish_reason inlined: every answer runs this
     return {
-        "id": completion_id(answer.id),
+        "id": rid if rid.startswith("chatcmpl-") else "chatcmpl-" + rid,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": answer.model,
@@ -222,7 +229,7 @@ def _completion(answer: ChatResponse | PlainAnswer, message: JSONObject) -> JSON
                 "index": 0,
                 "message": message,
                 "logprobs": None,
-                "finish_reason": finish_reason(answer.stop_reason),
+                "finish_reason": _FINISH[answer.stop_reason],
             }
         ],
         "usage": usage_from_canonical(answer.usage),
