@@ -1,8 +1,9 @@
 """The yardstick for scripts/bench.py: a bare aiohttp + uvloop relay that does nothing else.
 
 No auth, no pool, no logging, no failover (a /health for the benchmark to wait on): it
-forwards /v1/chat/completions and
-/v1/messages to the first openai-custom / claude-custom instance of a pool file and
+forwards /v1/chat/completions,
+/v1/messages and /v1beta/models/{model}:{method} to the first openai-custom /
+claude-custom / gemini-custom instance of a pool file and
 relays the answer (a stream chunk by chunk). Whatever the proxy costs above this is the
 price of being a proxy rather than a pipe.
 
@@ -27,10 +28,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def _relay(
     session_box: list[aiohttp.ClientSession], url: str, headers: dict[str, str]
 ) -> Handler:
+    """Relays to `url`, with `{tail}` and `{query}` filled from the client's request."""
+
     async def handler(request: web.Request) -> web.StreamResponse:
         body = await request.read()
         session = session_box[0]
-        async with session.post(url, data=body, headers=headers) as up:
+        target = url
+        if "{" in url:
+            query = f"?{request.query_string}" if request.query_string else ""
+            target = url.format(tail=request.match_info["tail"], query=query)
+        async with session.post(target, data=body, headers=headers) as up:
             if up.content_type != "text/event-stream":
                 data = await up.read()
                 return web.Response(
@@ -56,6 +63,7 @@ def main() -> None:
     pools = json.loads(Path(args.pools).read_text())
     openai = pools["openai-custom"][0]
     claude = pools["claude-custom"][0]
+    gemini = pools["gemini-custom"][0]
     box: list[aiohttp.ClientSession] = []
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
@@ -93,6 +101,17 @@ def main() -> None:
             {
                 "x-api-key": claude["CLAUDE_API_KEY"],
                 "anthropic-version": "2023-06-01",
+                "Content-Type": "application/json",
+            },
+        ),
+    )
+    app.router.add_post(
+        "/v1beta/models/{tail}",
+        _relay(
+            box,
+            gemini["GEMINI_BASE_URL"].rstrip("/") + "/models/{tail}{query}",
+            {
+                "x-goog-api-key": gemini["GEMINI_API_KEY"],
                 "Content-Type": "application/json",
             },
         ),

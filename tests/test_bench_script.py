@@ -89,6 +89,46 @@ def test_quick_run_prints_the_tables(tmp_path: Path) -> None:
         assert m["result"]["requests"] == 50, m
 
 
+def test_gemini_paths_are_measured_like_the_others(tmp_path: Path) -> None:
+    """The fake upstream, the load generator and the bare relay speak Gemini too: its
+    passthrough and a conversion to it are measured without an error, streams
+    included (a Gemini stream ends with a finishReason, not an event of its own)."""
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH),
+            "--quick",
+            "--paths",
+            "gemini,openai-to-gemini",
+            "--bare-relay",
+            "--memory-streams",
+            "0",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=40,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "**skipped**" not in done.stdout
+    measured = json.loads(out.read_text())["measurements"]
+    assert {(m["path"], m["target"], m["stream"]) for m in measured} == {
+        (path, target, stream)
+        for path, targets in (
+            ("gemini", ("direct", "proxy", "bare")),
+            ("openai-to-gemini", ("direct", "proxy")),
+        )
+        for target in targets
+        for stream in (False, True)
+    }
+    for m in measured:
+        assert m["result"]["errors"] == 0, m
+        assert m["result"]["requests"] > 0, m
+
+
 def test_workers_benchmark_runs_both_proxies(tmp_path: Path) -> None:
     """scripts/bench_workers.py measures one and two workers and prints their ratio."""
     done = subprocess.run(

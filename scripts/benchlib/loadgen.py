@@ -40,7 +40,7 @@ __all__ = ["Job", "Result", "execute", "main", "summarize"]
 
 _CONNECT_CONCURRENCY = 64
 _HOLD_RAMP = 64
-_STREAM_TAIL = 128
+_STREAM_TAIL = 512  # a Gemini stream's last event carries its finishReason mid-way
 _POLL = 0.01
 _RECONNECT_DELAY = 0.05
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .loadgen import Job
-from .payloads import MODEL, WireProtocol, request_body, response_marker
+from .payloads import MODEL, WireProtocol, gemini_path, request_body, response_marker
 
 __all__ = ["PATHS", "BenchPath", "request_job"]
 
 ENDPOINTS: dict[WireProtocol, str] = {
     "openai": "/v1/chat/completions",
     "anthropic": "/v1/messages",
-}
+}  # a Gemini client's path names the model: payloads.gemini_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,27 @@ PATHS: dict[str, BenchPath] = {
             "openai",
             "openai-custom",
         ),
+        BenchPath(
+            "gemini",
+            "Gemini client → gemini-custom (passthrough)",
+            "gemini",
+            "gemini",
+            "gemini-custom",
+        ),
+        BenchPath(
+            "openai-to-gemini",
+            "OpenAI client → gemini-custom (converted)",
+            "openai",
+            "gemini",
+            "gemini-custom",
+        ),
+        BenchPath(
+            "claude-to-gemini",
+            "Anthropic client → gemini-custom (converted)",
+            "anthropic",
+            "gemini",
+            "gemini-custom",
+        ),
     )
 }
 
@@ -78,6 +99,8 @@ def request_job(
     headers = {"Content-Type": "application/json"}
     if protocol == "openai":
         headers["Authorization"] = f"Bearer {api_key}"
+    elif protocol == "gemini":
+        headers["x-goog-api-key"] = api_key
     else:
         headers["x-api-key"] = api_key
         headers["anthropic-version"] = "2023-06-01"
@@ -86,7 +109,11 @@ def request_job(
     return Job(
         kind=kind,
         port=port,
-        path=ENDPOINTS[protocol],
+        path=(
+            gemini_path(model, stream=stream)
+            if protocol == "gemini"
+            else ENDPOINTS[protocol]
+        ),
         headers=headers,
         body=request_body(protocol, stream=stream, model=model).decode(),
         stream=stream,

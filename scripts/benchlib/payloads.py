@@ -16,13 +16,16 @@ __all__ = [
     "WireProtocol",
     "anthropic_message",
     "anthropic_stream",
+    "gemini_path",
+    "gemini_response",
+    "gemini_stream",
     "openai_completion",
     "openai_stream",
     "request_body",
     "response_marker",
 ]
 
-WireProtocol = Literal["openai", "anthropic"]
+WireProtocol = Literal["openai", "anthropic", "gemini"]
 
 MODEL = "bench"
 # Streams for this model come slowly (see upstream.py): the memory scenario holds
@@ -39,7 +42,15 @@ def _dumps(value: Any) -> bytes:
 
 
 def request_body(protocol: WireProtocol, *, stream: bool, model: str = MODEL) -> bytes:
-    """A small chat request a client of `protocol` would send."""
+    """A small chat request a client of `protocol` would send (a Gemini client names
+    the model and whether it streams in the URL: see gemini_path)."""
+    if protocol == "gemini":
+        return _dumps(
+            {
+                "contents": [{"role": "user", "parts": [{"text": _USER}]}],
+                "generationConfig": {"maxOutputTokens": 64},
+            }
+        )
     messages = [{"role": "user", "content": _USER}]
     body: dict[str, Any] = {"model": model, "max_tokens": 64, "messages": messages}
     if stream:
@@ -51,7 +62,16 @@ def response_marker(protocol: WireProtocol, *, stream: bool) -> bytes:
     """Bytes every well-formed answer of `protocol` contains (a stream: near its end)."""
     if protocol == "openai":
         return b"data: [DONE]" if stream else b'"choices"'
+    if protocol == "gemini":
+        return b'"finishReason"' if stream else b'"candidates"'
     return b"message_stop" if stream else b'"content"'
+
+
+def gemini_path(model: str, *, stream: bool) -> str:
+    """Where a Gemini client (google-genai) posts a request for `model`."""
+    if stream:
+        return f"/v1beta/models/{model}:streamGenerateContent?alt=sse"
+    return f"/v1beta/models/{model}:generateContent"
 
 
 def openai_completion() -> bytes:
@@ -159,3 +179,35 @@ def anthropic_stream(chunks: int) -> list[bytes]:
     )
     frames.append(_event("message_stop", {}))
     return frames
+
+
+def _gemini_chunk(text: str, finish: bool, output_tokens: int) -> dict[str, Any]:
+    candidate: dict[str, Any] = {
+        "content": {"role": "model", "parts": [{"text": text}]},
+        "index": 0,
+    }
+    if finish:
+        candidate["finishReason"] = "STOP"
+    return {
+        "candidates": [candidate],
+        "usageMetadata": {
+            "promptTokenCount": 12,
+            "candidatesTokenCount": output_tokens,
+            "totalTokenCount": 12 + output_tokens,
+        },
+        "modelVersion": MODEL,
+        "responseId": "bench-response",
+    }
+
+
+def gemini_response() -> bytes:
+    return _dumps(_gemini_chunk(_TEXT, True, 8))
+
+
+def gemini_stream(chunks: int) -> list[bytes]:
+    """`chunks` text events, the last one with the finishReason (as Gemini ends a
+    stream: no closing event of its own), framed as Google frames SSE."""
+    return [
+        b"data: " + _dumps(_gemini_chunk(f"tok{i} ", i == chunks - 1, i + 1)) + b"\r\n\r\n"
+        for i in range(chunks)
+    ]

@@ -205,6 +205,13 @@ class Session:
                     "CLAUDE_BASE_URL": base,
                 }
             ],
+            "gemini-custom": [
+                {
+                    "uuid": "bench-gemini",
+                    "GEMINI_API_KEY": "bench-key",
+                    "GEMINI_BASE_URL": f"http://127.0.0.1:{self.upstream_port}/v1beta",
+                }
+            ],
         }
         config = {
             "REQUIRED_API_KEY": self.config.api_key,

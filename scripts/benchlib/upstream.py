@@ -1,4 +1,4 @@
-"""The fake upstream: OpenAI and Anthropic endpoints on a raw asyncio Protocol.
+"""The fake upstream: OpenAI, Anthropic and Gemini endpoints on a raw asyncio Protocol.
 
 Run as `python -m benchlib.upstream --port 0`; it prints `PORT <n>` once listening and
 serves until SIGTERM. HTTP/1.1 with keep-alive; a request is parsed only as far as the
@@ -7,6 +7,8 @@ request line, the headers and a Content-Length body. Every answer is prebuilt by
 * POST .../chat/completions and .../messages: a fixed chat.completion / Message, or,
   when the JSON body has `"stream": true`, an SSE stream (chunked transfer encoding)
   of `--chunks` content events plus the protocol's closing events.
+* POST .../models/{model}:generateContent: a fixed GenerateContentResponse;
+  ...:streamGenerateContent: an SSE stream of `--chunks` of them, the last finished.
 * Streams are written one SSE event per chunk: without `--gap-ms`, one event per event
   loop iteration (so a busy reader may receive several in one read); for the model
   `bench-slow`, one event every `--slow-gap-ms`, to hold streams open cheaply.
@@ -28,6 +30,8 @@ from .payloads import (
     WireProtocol,
     anthropic_message,
     anthropic_stream,
+    gemini_response,
+    gemini_stream,
     openai_completion,
     openai_stream,
 )
@@ -83,6 +87,7 @@ class Upstream:
         self.json: dict[WireProtocol, bytes] = {
             "openai": _response("200 OK", openai_completion()),
             "anthropic": _response("200 OK", anthropic_message()),
+            "gemini": _response("200 OK", gemini_response()),
         }
         self.streams: dict[tuple[WireProtocol, bool], StreamPlan] = {
             ("openai", False): StreamPlan(
@@ -96,6 +101,12 @@ class Upstream:
             ),
             ("anthropic", True): StreamPlan(
                 _stream_writes(anthropic_stream(slow_chunks)), slow_gap_ms / 1e3
+            ),
+            ("gemini", False): StreamPlan(
+                _stream_writes(gemini_stream(chunks)), gap_ms / 1e3
+            ),
+            ("gemini", True): StreamPlan(
+                _stream_writes(gemini_stream(slow_chunks)), slow_gap_ms / 1e3
             ),
         }
         self.models = _response(
@@ -253,11 +264,17 @@ class UpstreamConnection(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         protocol: WireProtocol | None = None
+        gemini_model, gemini_stream = None, False
         if method == b"POST":
             if path.endswith(b"/chat/completions"):
                 protocol = "openai"
             elif path.endswith(b"/messages"):
                 protocol = "anthropic"
+            elif b"/models/" in path and path.endswith(b"enerateContent"):
+                protocol = "gemini"
+                name, _, action = path.rpartition(b"/models/")[2].partition(b":")
+                gemini_model = name.decode()
+                gemini_stream = action == b"streamGenerateContent"
         if protocol is None:
             if method == b"GET" and path.endswith(b"/models"):
                 transport.write(upstream.models)
@@ -272,8 +289,9 @@ class UpstreamConnection(asyncio.Protocol):
             request = None
         if not isinstance(request, dict):
             transport.write(upstream.bad_json)
-        elif request.get("stream") is True:
-            plan = upstream.streams[protocol, request.get("model") == SLOW_MODEL]
+        elif gemini_stream or (protocol != "gemini" and request.get("stream") is True):
+            model = gemini_model if protocol == "gemini" else request.get("model")
+            plan = upstream.streams[protocol, model == SLOW_MODEL]
             self._stream = _Stream(self, plan)
             self._stream.step()
             return True
