@@ -252,7 +252,7 @@ async def _generate(
         default_max = settings.default_max_tokens if needs_max else None
         read_plain = CODECS[client].plain_request_in
         write_plain = CODECS[upstream].plain_request_out
-        plain = read_plain(parsed) if read_plain and write_plain else None
+        plain = read_plain(parsed, model=path_model) if read_plain and write_plain else None
         if write_plain and plain is not None:  # the fast path (canonical.PlainChat)
             max_tokens = default_max if plain.max_tokens is None else plain.max_tokens
             if (plain.model, plain.stream, plain.max_tokens) != (

@@ -42,6 +42,12 @@ class SSEDecoder:
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if not self._buffer and chunk[-4:] == b"\r\n\r\n":
+            # CRLF line ends (Google's framing): the usual chunk once they are LFs, if
+            # no lone CR is left.
+            lf = chunk.replace(b"\r\n", b"\n")
+            if b"\r" not in lf:
+                chunk = lf
         if not self._buffer and chunk[-2:] == b"\n\n" and b"\r" not in chunk:
             # The usual chunk: whole events, nothing held over. Most often exactly one.
             text = chunk[:-2].decode("utf-8", "replace")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -65,6 +66,48 @@ ROLES = {
     ApiProtocol.OPENAI: ["user", "assistant", "system", "developer", "tool"],
     ApiProtocol.CLAUDE: ["user", "assistant", "system"],
 }
+# Gemini: generationConfig's fields and the body's, each with some to refuse.
+GEMINI_CONFIG = [
+    "maxOutputTokens",
+    "temperature",
+    "topP",
+    "topK",
+    "seed",
+    "presencePenalty",
+    "frequencyPenalty",
+    "stopSequences",
+    "candidateCount",
+    "thinkingConfig",
+    "responseMimeType",
+    "max_output_tokens",
+]
+GEMINI_FIELDS = [
+    "systemInstruction",
+    "system_instruction",
+    "safetySettings",
+    "tools",
+    "toolConfig",
+    "generation_config",
+]
+# Values of the right type for generationConfig's sampling fields (drawn most of the
+# time, so that whole bodies are often plain).
+GEMINI_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "maxOutputTokens": st.integers(1, 5000),
+    "temperature": st.floats(0, 2, allow_nan=False) | st.integers(0, 2),
+    "topP": st.floats(0, 1, allow_nan=False),
+    "topK": st.integers(1, 100),
+    "seed": st.integers(-5, 10**6),
+    "presencePenalty": st.floats(-2, 2, allow_nan=False),
+    "frequencyPenalty": st.integers(-2, 2),
+    "stopSequences": st.lists(texts, min_size=1, max_size=3),
+    "candidateCount": st.sampled_from([0, 1, 2, 5]),
+}
+# A Gemini client names the model in the URL (request_to_canonical's `model`).
+URL_MODEL = "gemini-2.5-flash"
+
+
+def _url_model(protocol: ApiProtocol) -> str | None:
+    return URL_MODEL if protocol is ApiProtocol.GEMINI else None
 
 
 def contents() -> st.SearchStrategy[Any]:
@@ -75,11 +118,83 @@ def contents() -> st.SearchStrategy[Any]:
     return texts | st.lists(block, min_size=1, max_size=2) | st.none() | st.just(3)
 
 
+gemini_systems = (
+    texts
+    | st.none()
+    | st.just(3)
+    | st.fixed_dictionaries(
+        {"parts": st.lists(st.fixed_dictionaries({"text": texts}), max_size=2)},
+        optional={"role": st.just("user")},
+    )
+    | st.sampled_from(
+        [
+            {"parts": [{"text": "a"}, {"inlineData": {"mimeType": "image/png"}}]},
+            {"parts": "x"},
+            {"parts": [{"text": "a", "thought": True}]},
+            {"role": "user"},
+        ]
+    )
+)
+odd_gemini_parts = st.sampled_from(
+    [
+        [],
+        [{"text": "a"}, {"text": "b"}],
+        [{"inlineData": {"mimeType": "image/png", "data": "AA=="}}],
+        [{"text": "a", "thought": True}],
+        [{"text": "a", "thoughtSignature": "c2ln"}],
+        [{"functionCall": {"name": "f", "args": {}}}],
+        "x",
+    ]
+)
+
+
+@st.composite
+def gemini_bodies(draw: st.DrawFn) -> dict[str, Any]:
+    """Gemini bodies: half of them plain, the others near the plain shape with a
+    rule broken here and there (as `bodies`)."""
+    broken = draw(st.booleans())
+
+    def now_and_then(odds: int) -> bool:  # a rule broken, 1 in `odds` times
+        return broken and draw(st.integers(1, odds)) == 1
+
+    contents: list[Any] = []
+    for i in range(draw(st.integers(1, 5))):
+        role: Any = ("user", "model")[i % 2]
+        if now_and_then(10):
+            role = draw(st.sampled_from(["user", "model", "system", None]))
+        text = draw(texts if now_and_then(5) else texts.filter(str.strip))
+        parts = draw(odd_gemini_parts) if now_and_then(10) else [{"text": text}]
+        content: dict[str, Any] = {"parts": parts, "role": role}
+        if role is None:
+            del content["role"]
+        if now_and_then(15):
+            content["extra"] = 1
+        contents.append(content)
+    body: dict[str, Any] = {"contents": contents}
+    if now_and_then(20):
+        body["contents"] = draw(st.sampled_from([[], None, "x", [3]]))
+    fields = GEMINI_FIELDS if broken else ["systemInstruction", "safetySettings"]
+    for field in draw(st.lists(st.sampled_from(fields), max_size=2, unique=True)):
+        body[field] = draw(gemini_systems if "system" in field else values)
+    if draw(st.booleans()):
+        fields = GEMINI_CONFIG if broken else list(GEMINI_VALUES)
+        chosen = draw(st.lists(st.sampled_from(fields), max_size=5, unique=True))
+        body["generationConfig"] = {
+            f: draw(values if now_and_then(3) else GEMINI_VALUES.get(f, values))
+            for f in chosen
+        }
+    elif now_and_then(10):
+        body["generationConfig"] = draw(values)
+    return body
+
+
 @st.composite
 def bodies(draw: st.DrawFn, protocol: ApiProtocol) -> dict[str, Any]:
     """Bodies near the plain shape: mostly turns alternating from the user, with
     now and then a rule broken (a role out of turn, a blank or missing text, a
     block list, an extra key, a field of the wrong type)."""
+    if protocol is ApiProtocol.GEMINI:
+        return draw(gemini_bodies())
     count = draw(st.integers(1, 5))
     messages: list[Any] = []
     if protocol is ApiProtocol.OPENAI and draw(st.booleans()):
@@ -110,7 +225,7 @@ def _general(protocol: ApiProtocol, body: dict[str, Any]) -> Any:
     """The general reading, or the error it ends in (the endpoints turn any of these
     into a 400)."""
     try:
-        return CODECS[protocol].request_to_canonical(body, model=None)
+        return CODECS[protocol].request_to_canonical(body, model=_url_model(protocol))
     except (InvalidRequest, UnsupportedConversion, TypeError, AttributeError) as exc:
         return exc
 
@@ -124,7 +239,7 @@ def test_a_plain_reading_is_the_general_reading(
     body = data.draw(bodies(protocol))
     reader = CODECS[protocol].plain_request_in
     assert reader is not None
-    plain = reader(body)
+    plain = reader(body, model=_url_model(protocol))
     if plain is not None:
         assert plain.as_request() == _general(protocol, body)
 
@@ -145,10 +260,12 @@ def test_the_fast_path_sends_what_the_general_path_sends(
     body = data.draw(bodies(client))
     reader, writer = CODECS[client].plain_request_in, CODECS[upstream].plain_request_out
     assert reader is not None and writer is not None
-    plain = reader(body)
+    plain = reader(body, model=_url_model(client))
     if plain is not None:
         general = _general(client, body)
-        assert writer(plain) == CODECS[upstream].request_from_canonical(general)
+        expected = CODECS[upstream].request_from_canonical(general)
+        # As bytes: what goes on the wire, so 1 and 1.0 or a field order differ too.
+        assert orjson.dumps(writer(plain)) == orjson.dumps(expected)
 
 
 plain_chats = st.builds(
@@ -183,7 +300,7 @@ def test_a_plain_writing_is_the_general_writing(
     assert list(writer(chat)) == list(general)  # the same order of fields on the wire
 
 
-SDK_BODIES = {
+SDK_BODIES: dict[ApiProtocol, dict[str, Any]] = {
     ApiProtocol.OPENAI: {
         "model": "gpt-4o-mini",
         "messages": [
@@ -212,6 +329,15 @@ SDK_BODIES = {
         "stop_sequences": ["END"],
         "metadata": {"user_id": "u-1"},
     },
+    ApiProtocol.GEMINI: {  # as google-genai sends it
+        "contents": [
+            {"parts": [{"text": "Hi"}], "role": "user"},
+            {"parts": [{"text": "Hello!"}], "role": "model"},
+            {"parts": [{"text": "How are you?"}], "role": "user"},
+        ],
+        "systemInstruction": {"parts": [{"text": "Be brief."}], "role": "user"},
+        "generationConfig": {"temperature": 0.7, "maxOutputTokens": 100},
+    },
 }
 
 
@@ -220,7 +346,7 @@ def test_everyday_chats_take_the_fast_path(protocol: ApiProtocol) -> None:
     """A chat as the SDKs send it is read plain (the fast path is not dead code)."""
     reader = CODECS[protocol].plain_request_in
     assert reader is not None
-    plain = reader(SDK_BODIES[protocol])
+    plain = reader(SDK_BODIES[protocol], model=_url_model(protocol))
     assert plain is not None
     assert plain.as_request() == _general(protocol, SDK_BODIES[protocol])
     assert len(plain.turns) == 3
@@ -253,10 +379,60 @@ def openai_usage() -> st.SearchStrategy[Any]:
     )
 
 
+def gemini_usage() -> st.SearchStrategy[Any]:
+    return st.none() | st.fixed_dictionaries(
+        {"promptTokenCount": counts, "candidatesTokenCount": counts},
+        optional={
+            "totalTokenCount": counts,
+            "cachedContentTokenCount": counts,
+            "thoughtsTokenCount": counts,
+        },
+    )
+
+
+# Where each protocol's answer keeps its id (without one, each reader makes one up).
+ID_KEYS = {
+    ApiProtocol.OPENAI: "id",
+    ApiProtocol.CLAUDE: "id",
+    ApiProtocol.GEMINI: "responseId",
+}
+
+
+@st.composite
+def gemini_answer_bodies(draw: st.DrawFn) -> dict[str, Any]:
+    text = draw(texts.filter(bool)) if draw(st.booleans()) else draw(texts | st.none())
+    others: list[Any] = [
+        {"text": "hm", "thought": True},
+        {"functionCall": {"name": "f", "args": {"a": 1}}},
+        {"text": "more"},
+        {"text": "x", "thoughtSignature": "c2ln"},
+        "junk",
+    ]
+    extra = draw(st.lists(st.sampled_from(others), max_size=1))
+    parts = draw(st.permutations([{"text": text}, *extra]))
+    candidate: dict[str, Any] = {
+        "content": draw(
+            st.sampled_from([{"role": "model", "parts": parts}, {"parts": parts}, None])
+        ),
+        "finishReason": draw(st.sampled_from(["STOP", "MAX_TOKENS", "SAFETY", None, 7])),
+        "index": 0,
+    }
+    return {
+        "candidates": draw(
+            st.sampled_from([[candidate], [], [candidate, candidate], ["junk"], None])
+        ),
+        "usageMetadata": draw(gemini_usage()),
+        "modelVersion": draw(st.sampled_from(["m", "", None])),
+        "responseId": draw(ids),
+    }
+
+
 @st.composite
 def answer_bodies(draw: st.DrawFn, protocol: ApiProtocol) -> dict[str, Any]:
     """Answers near the plain shape: mostly one text, now and then reasoning, a tool
     call, a refusal, no text, or a field of the wrong type."""
+    if protocol is ApiProtocol.GEMINI:
+        return draw(gemini_answer_bodies())
     body: dict[str, Any] = {
         "id": draw(ids),
         "model": draw(st.sampled_from(["m", "", None])),
@@ -334,7 +510,7 @@ def test_a_plain_answer_reading_is_the_general_reading(
     plain = reader(body)
     if plain is not None:
         general = _general_answer(protocol, body)
-        if not body.get("id"):  # each made up an id
+        if not body.get(ID_KEYS[protocol]):  # each made up an id
             general = replace(general, id=plain.id)
         assert plain.as_response() == general
 
@@ -391,7 +567,7 @@ def test_the_fast_path_answers_what_the_general_path_answers(
     plain = reader(body)
     if plain is not None:
         general = _general_answer(upstream, body)
-        if not body.get("id"):
+        if not body.get(ID_KEYS[upstream]):
             general = replace(general, id=plain.id)
         expected = CODECS[client].response_from_canonical(general)
         assert _same_clock(writer(plain), expected) == expected
@@ -423,7 +599,27 @@ def test_everyday_answers_take_the_fast_path() -> None:
         ],
         "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
     }
-    for protocol, body in ((ApiProtocol.CLAUDE, claude), (ApiProtocol.OPENAI, openai)):
+    gemini = {
+        "candidates": [
+            {
+                "content": {"parts": [{"text": "Hello!"}], "role": "model"},
+                "finishReason": "STOP",
+                "index": 0,
+            }
+        ],
+        "usageMetadata": {
+            "promptTokenCount": 12,
+            "candidatesTokenCount": 3,
+            "totalTokenCount": 15,
+        },
+        "modelVersion": "gemini-2.5-flash",
+        "responseId": "r-1",
+    }
+    for protocol, body in (
+        (ApiProtocol.CLAUDE, claude),
+        (ApiProtocol.OPENAI, openai),
+        (ApiProtocol.GEMINI, gemini),
+    ):
         reader = CODECS[protocol].plain_response_in
         assert reader is not None
         plain = reader(body)

@@ -80,7 +80,14 @@ class EncoderFacts(Protocol):
     def include_usage(self) -> bool: ...
 
 
-PlainIn = Callable[[JSONObject], PlainChat | None]
+class PlainIn(Protocol):
+    """A plain reader; `model` as for `Codec.request_to_canonical`."""
+
+    def __call__(
+        self, body: JSONObject, *, model: str | None = None
+    ) -> PlainChat | None: ...
+
+
 PlainOut = Callable[[PlainChat], JSONObject]
 PlainAnswerIn = Callable[[JSONObject], PlainAnswer | None]
 PlainAnswerOut = Callable[[PlainAnswer], JSONObject]

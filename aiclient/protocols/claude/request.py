@@ -304,13 +304,13 @@ def _plain_text(content: Any) -> str | None:
     return None
 
 
-def plain_request_in(body: JSONObject) -> PlainChat | None:
+def plain_request_in(body: JSONObject, *, model: str | None = None) -> PlainChat | None:
     """The body as a PlainChat when it is one (each message one text, user and
     assistant alternating from the user, no blank turn, only the fields below), else
     None: `request_to_canonical` reads it then (and raises for what is wrong)."""
     if not _PLAIN_KEYS.issuperset(body):
         return None
-    name = body.get("model")
+    name = body.get("model", model)
     raw = body.get("messages")
     if not isinstance(name, str) or not name or not isinstance(raw, list) or not raw:
         return None

@@ -15,4 +15,8 @@ CODEC = FunctionCodec(
     response.response_from_canonical,
     GeminiStreamDecoder,
     GeminiStreamEncoder,
+    plain_in=request.plain_request_in,
+    plain_out=request.plain_request_out,
+    plain_answer_in=response.plain_response_in,
+    plain_answer_out=response.plain_response_out,
 )

@@ -33,6 +33,7 @@ from ...canonical import (
     MediaPart,
     Message,
     Part,
+    PlainChat,
     Reasoning,
     ReasoningPart,
     ResponseFormat,
@@ -49,7 +50,13 @@ from ..history import normalise_history, result_text
 from ..signatures import SKIP_SIGNATURE, gemini_signature_in, gemini_signature_out
 from .schema import from_gemini_schema, to_gemini_schema
 
-__all__ = ["get", "request_from_canonical", "request_to_canonical"]
+__all__ = [
+    "get",
+    "plain_request_in",
+    "plain_request_out",
+    "request_from_canonical",
+    "request_to_canonical",
+]
 
 _TOOL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_.:-]{0,63}")
 _CAMEL = re.compile(r"(?<!^)([A-Z])")
@@ -283,6 +290,113 @@ def request_to_canonical(body: JSONObject, *, model: str | None = None) -> ChatR
     )
 
 
+_PLAIN_KEYS = frozenset(
+    {"contents", "systemInstruction", "generationConfig", "safetySettings"}
+)
+_PLAIN_CONTENT_KEYS = frozenset({"role", "parts"})
+_PLAIN_CONFIG_KEYS = frozenset(
+    {
+        "maxOutputTokens",
+        "temperature",
+        "topP",
+        "topK",
+        "seed",
+        "presencePenalty",
+        "frequencyPenalty",
+        "stopSequences",
+        "candidateCount",
+    }
+)
+_TURN_ROLES = ("user", "model")
+
+
+def _plain_part(parts: Any) -> str | None:
+    """The text of a parts list that is one bare `{"text": ...}` part."""
+    if type(parts) is list and len(parts) == 1:
+        part = parts[0]
+        if type(part) is dict and len(part) == 1:
+            text = part.get("text")
+            if type(text) is str:
+                return text
+    return None
+
+
+def _plain_system(raw: Any) -> tuple[str, ...] | None:
+    """systemInstruction's texts when it is a string or bare text parts, else None."""
+    if raw is None:
+        return ()
+    if type(raw) is str:
+        return (raw,)
+    if type(raw) is not dict or not _PLAIN_CONTENT_KEYS.issuperset(raw):
+        return None
+    texts = []
+    for part in raw.get("parts") or ():
+        text = _plain_part([part])
+        if text is None:
+            return None
+        texts.append(text)
+    return tuple(texts)
+
+
+def _plain_config(config: Any) -> tuple[Any, ...] | None:
+    """generationConfig's (maxOutputTokens, temperature, topP, topK, stop, seed,
+    presencePenalty, frequencyPenalty) when every field is of its type, else None."""
+    if config is None:
+        config = {}
+    elif type(config) is not dict or not _PLAIN_CONFIG_KEYS.issuperset(config):
+        return None
+    max_tokens, top_k = config.get("maxOutputTokens"), config.get("topK")
+    seed, count = config.get("seed"), config.get("candidateCount")
+    if any(v is not None and type(v) is not int for v in (max_tokens, top_k, seed, count)):
+        return None
+    if count is not None and count > 1:
+        return None
+    numbers = []
+    for key in ("temperature", "topP", "presencePenalty", "frequencyPenalty"):
+        value = config.get(key)
+        if value is not None and type(value) is not float and type(value) is not int:
+            return None
+        numbers.append(None if value is None else float(value))
+    stop = config.get("stopSequences")
+    if stop is not None and (
+        type(stop) is not list or not all(type(s) is str for s in stop)
+    ):
+        return None
+    temperature, top_p, presence, frequency = numbers
+    stops = tuple(stop) if stop else ()
+    return max_tokens, temperature, top_p, top_k, stops, seed, presence, frequency
+
+
+def plain_request_in(body: JSONObject, *, model: str | None = None) -> PlainChat | None:
+    """The body as a PlainChat when it is one (each content one bare text part, user
+    and model alternating from the user, no blank turn, a plain systemInstruction,
+    generationConfig with sampling fields only, camelCase keys), else None:
+    `request_to_canonical` reads it then (and raises for what is wrong). `model` is
+    the one in the URL."""
+    if not model or not _PLAIN_KEYS.issuperset(body):
+        return None
+    raw = body.get("contents")
+    if type(raw) is not list or not raw:
+        return None
+    turns: list[str] = []
+    for content in raw:
+        if (
+            type(content) is not dict
+            or not _PLAIN_CONTENT_KEYS.issuperset(content)
+            or content.get("role") != _TURN_ROLES[len(turns) % 2]
+        ):
+            return None
+        text = _plain_part(content.get("parts"))
+        if text is None or not text.strip():
+            return None
+        turns.append(text)
+    system = _plain_system(body.get("systemInstruction"))
+    config = _plain_config(body.get("generationConfig"))
+    if system is None or config is None:
+        return None
+    return PlainChat(model, system, tuple(turns), *config)
+
+
 # -- canonical -> upstream ---------------------------------------------------------------
 
 
@@ -397,21 +511,29 @@ def _declaration(tool: ToolSpec) -> JSONObject:
     return decl
 
 
-def _generation_config(request: ChatRequest) -> JSONObject:
+def _sampling_config(request: ChatRequest | PlainChat) -> JSONObject:
     config: JSONObject = {}
-    for key, value in (
-        ("maxOutputTokens", request.max_tokens),
-        ("temperature", request.temperature),
-        ("topP", request.top_p),
-        ("topK", request.top_k),
-        ("seed", request.seed),
-        ("presencePenalty", request.presence_penalty),
-        ("frequencyPenalty", request.frequency_penalty),
-    ):
-        if value is not None:
-            config[key] = value
+    if request.max_tokens is not None:
+        config["maxOutputTokens"] = request.max_tokens
+    if request.temperature is not None:
+        config["temperature"] = request.temperature
+    if request.top_p is not None:
+        config["topP"] = request.top_p
+    if request.top_k is not None:
+        config["topK"] = request.top_k
+    if request.seed is not None:
+        config["seed"] = request.seed
+    if request.presence_penalty is not None:
+        config["presencePenalty"] = request.presence_penalty
+    if request.frequency_penalty is not None:
+        config["frequencyPenalty"] = request.frequency_penalty
     if request.stop:
         config["stopSequences"] = list(request.stop[:5])
+    return config
+
+
+def _generation_config(request: ChatRequest) -> JSONObject:
+    config = _sampling_config(request)
     fmt = request.response_format
     if fmt is not None:
         config["responseMimeType"] = "application/json"
@@ -447,6 +569,26 @@ def request_from_canonical(request: ChatRequest) -> JSONObject:
                 calling["allowedFunctionNames"] = [choice.name]
             body["toolConfig"] = {"functionCallingConfig": calling}
     config = _generation_config(request)
+    if config:
+        body["generationConfig"] = config
+    return body
+
+
+def plain_request_out(chat: PlainChat) -> JSONObject:
+    """What `request_from_canonical(chat.as_request())` writes, without building it: a
+    plain chat already obeys the history rules (alternating, from the user, no blank
+    text)."""
+    body: JSONObject = {
+        "contents": [
+            {"role": _TURN_ROLES[i % 2], "parts": [{"text": text}]}
+            for i, text in enumerate(chat.turns)
+        ]
+    }
+    if chat.system:
+        system = [{"text": t} for t in chat.system if t.strip()]
+        if system:
+            body["systemInstruction"] = {"parts": system}
+    config = _sampling_config(chat)
     if config:
         body["generationConfig"] = config
     return body

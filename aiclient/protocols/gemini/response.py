@@ -16,6 +16,7 @@ from ...canonical import (
     ChatResponse,
     MediaPart,
     Part,
+    PlainAnswer,
     ReasoningPart,
     StopReason,
     TextPart,
@@ -31,6 +32,8 @@ __all__ = [
     "finish_reason",
     "part_from_canonical",
     "parts_to_canonical",
+    "plain_response_in",
+    "plain_response_out",
     "response_from_canonical",
     "response_to_canonical",
     "stop_reason",
@@ -156,6 +159,40 @@ def response_to_canonical(body: JSONObject) -> ChatResponse:
     )
 
 
+def plain_response_in(body: JSONObject) -> PlainAnswer | None:
+    """The answer as a PlainAnswer when its first candidate is one bare, non-empty
+    text part, else None (then `response_to_canonical` reads it)."""
+    candidates = body.get("candidates")
+    if type(candidates) is not list or not candidates:
+        return None
+    candidate = candidates[0]
+    content = candidate.get("content") if type(candidate) is dict else None
+    if type(content) is not dict:
+        return None
+    parts = content.get("parts")
+    if type(parts) is not list or len(parts) != 1:
+        return None
+    part = parts[0]
+    text = part.get("text") if type(part) is dict and len(part) == 1 else None
+    if type(text) is not str or not text:
+        return None
+    return PlainAnswer(
+        str(get(body, "responseId") or new_id("")),
+        str(get(body, "modelVersion") or ""),
+        text,
+        stop_reason(get(candidate, "finishReason"), False),
+        None,
+        usage_to_canonical(get(body, "usageMetadata")),
+    )
+
+
+def plain_response_out(answer: PlainAnswer) -> JSONObject:
+    """What `response_from_canonical(answer.as_response())` writes, without building
+    it."""
+    text = answer.text
+    return _response(answer, [{"text": text}] if text else [])
+
+
 def part_from_canonical(part: Part) -> JSONObject | None:
     match part:
         case TextPart(text=text, signature=signature):
@@ -187,6 +224,10 @@ def part_from_canonical(part: Part) -> JSONObject | None:
 
 def response_from_canonical(response: ChatResponse) -> JSONObject:
     parts = [p for p in (part_from_canonical(x) for x in response.parts) if p is not None]
+    return _response(response, parts)
+
+
+def _response(response: ChatResponse | PlainAnswer, parts: list[JSONObject]) -> JSONObject:
     return {
         "candidates": [
             {

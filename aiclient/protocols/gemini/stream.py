@@ -30,7 +30,6 @@ from ...canonical import (
     ToolCallDelta,
     ToolCallPart,
     ToolCallStart,
-    Usage,
 )
 from ...errors import UpstreamProtocolError
 from ...sse import SSEEvent
@@ -53,7 +52,9 @@ class GeminiStreamDecoder:
         self._started = False
         self._finish: Any = None
         self._blocked = False
-        self._usage: Usage | None = None
+        # The last usageMetadata seen, read only when the stream ends: every chunk
+        # carries one, and reading each would cost more than the rest of the chunk.
+        self._usage_meta: JSONObject | None = None
         self._tools = 0
 
     def feed(self, event: SSEEvent) -> Iterable[StreamEvent]:
@@ -88,10 +89,15 @@ class GeminiStreamDecoder:
         text = part.get("text") if isinstance(part, dict) and len(part) == 1 else None
         if not isinstance(text, str) or not text:
             return None
-        usage = usage_to_canonical(get(chunk, "usageMetadata"))
-        if usage is not None:
-            self._usage = usage
-        finish = get(candidate, "finishReason")
+        # get(chunk, "usageMetadata") and get(candidate, "finishReason"), inlined
+        meta = chunk.get("usageMetadata")
+        if meta is None:
+            meta = chunk.get("usage_metadata")
+        if isinstance(meta, dict):
+            self._usage_meta = meta
+        finish = candidate.get("finishReason")
+        if finish is None:
+            finish = candidate.get("finish_reason")
         if finish:
             self._finish = finish
         return text
@@ -114,15 +120,14 @@ class GeminiStreamDecoder:
             status = error.get("code")
             raise error_event(status if isinstance(status, int) else 500, chunk)
         out: list[StreamEvent] = []
-        usage = usage_to_canonical(get(chunk, "usageMetadata"))
-        if usage is not None:
-            self._usage = usage
+        meta = get(chunk, "usageMetadata")
+        if isinstance(meta, dict):
+            self._usage_meta = meta
         if not self._started:
             self._started = True
             response_id = str(get(chunk, "responseId") or "")
-            out.append(
-                MessageStart(response_id, str(get(chunk, "modelVersion") or ""), usage)
-            )
+            model = str(get(chunk, "modelVersion") or "")
+            out.append(MessageStart(response_id, model, usage_to_canonical(meta)))
         if get(get(chunk, "promptFeedback"), "blockReason") is not None:
             self._blocked = True
         for candidate in chunk.get("candidates") or ():
@@ -159,7 +164,7 @@ class GeminiStreamDecoder:
             raise UpstreamProtocolError("the upstream stream ended without a finishReason")
         out: list[StreamEvent] = [] if self._started else [MessageStart("", "")]
         reason = stop_reason("SAFETY" if self._blocked else self._finish, self._tools > 0)
-        return [*out, MessageStop(reason, self._usage)]
+        return [*out, MessageStop(reason, usage_to_canonical(self._usage_meta))]
 
 
 class GeminiStreamEncoder:

@@ -350,14 +350,14 @@ def _plain_texts(raw: list[Any]) -> tuple[tuple[str, ...], tuple[str, ...]] | No
     return (tuple(system), tuple(turns)) if turns else None
 
 
-def plain_request_in(body: JSONObject) -> PlainChat | None:
+def plain_request_in(body: JSONObject, *, model: str | None = None) -> PlainChat | None:
     """The body as a PlainChat when it is one (string contents, system messages
     only before the first turn, user and assistant alternating from the user, no
     blank turn, only the fields below), else None: `request_to_canonical` reads it
     then (and raises for what is wrong)."""
     if not _PLAIN_KEYS.issuperset(body):
         return None
-    name = body.get("model")
+    name = body.get("model", model)
     raw = body.get("messages")
     n = body.get("n")
     if not isinstance(name, str) or not name or not isinstance(raw, list) or not raw:
