@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cached_property
 from urllib.parse import quote, urlsplit
 
 import orjson
@@ -20,7 +21,7 @@ class GeminiProvider(Provider):
     type_name = "gemini-custom"
     protocol = ApiProtocol.GEMINI
 
-    @property
+    @cached_property  # a provider is rebuilt whenever its instance's config changes
     def base(self) -> str:
         """GEMINI_BASE_URL without a trailing slash; a bare host gets `/v1beta`."""
         url = str(self.setting("GEMINI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
