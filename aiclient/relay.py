@@ -91,10 +91,12 @@ class StreamWatch:
     def feed(self, chunk: bytes) -> None:
         # The marks are shorter than _TAIL: one straddling two chunks lies within the
         # old tail and the new chunk's first _TAIL bytes.
+        # `find`, not `in`: with a bytes needle, `in` costs bytes 2-3x as much (it tries
+        # the needle as an integer first, raising and clearing a TypeError).
         seam = self._tail + chunk[:_TAIL]
-        if self._end in chunk or self._end in seam:
+        if chunk.find(self._end) >= 0 or seam.find(self._end) >= 0:
             self.finished = True
-        if self._error in chunk or self._error in seam:
+        if chunk.find(self._error) >= 0 or seam.find(self._error) >= 0:
             self.upstream_error = True
         self._tail = chunk[-_TAIL:] if len(chunk) >= _TAIL else seam[-_TAIL:]
 
