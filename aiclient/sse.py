@@ -54,10 +54,9 @@ class SSEDecoder:
             if chunk[-2:] == b"\n\n" and _CR not in chunk:
                 # The usual chunk: whole events, nothing held over, most often one.
                 text = chunk[:-2].decode("utf-8", "replace")
-                if "\n\n" not in text:
-                    event = _usual(text)
-                    if event is not None:
-                        return [event]
+                event = _usual(text)  # None for several events (a blank line in text)
+                if event is not None:
+                    return [event]
                 return _events(text.split("\n\n"))
         buffer = self._buffer + chunk if self._buffer else chunk
         held = b""
@@ -91,7 +90,8 @@ def _events(blocks: list[str]) -> list[SSEEvent]:
 
 def _usual(block: str) -> SSEEvent | None:
     """The event of a block in the usual shape (`data: ...` alone, or after one
-    `event: ...` line), read without the line loop; None for any other block."""
+    `event: ...` line), read without the line loop; None for any other block (so for
+    any with a blank line in it)."""
     event: str | None = None
     data = block
     if block.startswith("event: "):

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
+from aiclient.protocols import ApiProtocol
+from aiclient.protocols.codecs import CODECS
 from tests.conftest import (
     Proxy,
     StartProxy,
@@ -76,6 +79,45 @@ async def test_create(
     assert text == fake.default_text
     assert stop in ("stop", "end_turn", "STOP")
     assert fake.hits == 1
+
+
+CONVERTED = [p for p in PAIRS if p[0] != p[1]]
+PROTOCOLS = {
+    "openai": ApiProtocol.OPENAI,
+    "claude": ApiProtocol.CLAUDE,
+    "gemini": ApiProtocol.GEMINI,
+}
+
+
+@pytest.mark.parametrize(
+    ("driver", "pair"),
+    [(p, p) for p in CONVERTED],
+    ids=[pair_ids(p) for p in CONVERTED],
+    indirect=["driver"],
+)
+async def test_everyday_requests_take_the_plain_fast_path(
+    driver: Driver, pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chat with a system prompt, as each SDK sends it, and the fake upstream's
+    answer of one text are read by the plain readers (canonical.PlainChat and
+    PlainAnswer), not the general ones: the fast path is what real clients get."""
+    client, upstream = PROTOCOLS[pair[0]], PROTOCOLS[pair[1]]
+    read: list[str] = []
+
+    def spy(codec: Any, name: str) -> None:
+        reader = getattr(codec, name)
+
+        def recording(*args: Any, **kwargs: Any) -> Any:
+            result = reader(*args, **kwargs)
+            read.append(f"{name}: {'plain' if result is not None else 'declined'}")
+            return result
+
+        monkeypatch.setattr(codec, name, recording)
+
+    spy(CODECS[client], "plain_request_in")
+    spy(CODECS[upstream], "plain_response_in")
+    await driver.create("Hi", system="Be brief.")
+    assert read == ["plain_request_in: plain", "plain_response_in: plain"]
 
 
 @parametrize_pairs

@@ -182,6 +182,7 @@ class ClaudeStreamEncoder:
         self._signed = False
         self._usage: Usage | None = None
         self._saw_tool = False
+        self._text_prefix = b""
 
     @staticmethod
     def _event(kind: str, **fields: Any) -> SSEEvent:
@@ -196,6 +197,12 @@ class ClaudeStreamEncoder:
         self._close(out)
         self._index += 1
         self._open = kind
+        if kind == "text":  # what `text` writes before each delta's JSON string
+            self._text_prefix = (
+                "event: content_block_delta\ndata: "
+                f'{{"type":"content_block_delta","index":{self._index},'
+                '"delta":{"type":"text_delta","text":'
+            ).encode()
         self._signed = False
         out.append(
             self._event("content_block_start", index=self._index, content_block=block)
@@ -254,7 +261,8 @@ class ClaudeStreamEncoder:
         produce. None elsewhere (a block must be opened first: `feed` does that)."""
         if not text or self._open != "text":
             return None
-        return f"event: content_block_delta\ndata: {self._text_data(text)}\n\n".encode()
+        # Bytes spliced around orjson's: no str formatting and encoding per delta.
+        return self._text_prefix + orjson.dumps(text) + b"}}\n\n"
 
     def _text_data(self, text: str) -> str:
         """The text delta's JSON as `_delta` would write it, without the dict."""

@@ -50,6 +50,7 @@ _ERROR_STATUS = {
 
 
 _TEXT_TAIL = '},"logprobs":null,"finish_reason":null}]}'
+_TEXT_END = (_TEXT_TAIL + "\n\n").encode()  # the tail and the end of the SSE event
 # A delta with only these keys (role and content null or empty aside) is plain text.
 _TEXT_ONLY = frozenset({"content", "role"})
 
@@ -190,7 +191,11 @@ class OpenAIStreamEncoder:
         self._include_usage = request.include_usage
         self._id = ""
         self._created = int(time.time())
+        self._set_head()
+
+    def _set_head(self) -> None:
         self._text_head = self._head()
+        self._text_prefix = b"data: " + self._text_head.encode()  # for `text`
 
     def _head(self) -> str:
         """A content chunk's JSON up to its text: text deltas are most of a stream, so
@@ -226,7 +231,7 @@ class OpenAIStreamEncoder:
         match event:
             case MessageStart(id=message_id):
                 self._id = completion_id(message_id or new_id(""))
-                self._text_head = self._head()
+                self._set_head()
                 return [self._chunk({"role": "assistant", "content": ""})]
             case TextDelta(text=text):
                 if not text:
@@ -269,7 +274,8 @@ class OpenAIStreamEncoder:
         the bytes `feed(TextDelta(text))` and the SSE framer produce."""
         if not text:
             return None
-        return f"data: {self._text_data(text)}\n\n".encode()
+        # Bytes spliced around orjson's: no str formatting and encoding per delta.
+        return self._text_prefix + orjson.dumps(text) + _TEXT_END
 
     def _text_data(self, text: str) -> str:
         return self._text_head + dumps(text) + _TEXT_TAIL
