@@ -18,28 +18,24 @@ def _row_cells(table_line: str) -> list[str]:
     return [cell.strip() for cell in table_line.strip().strip("|").split("|")]
 
 
-def test_quick_run_prints_the_tables(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
+def _quick_bench(out: Path, *args: str) -> str:
+    """The report of `bench.py --quick --bare-relay ARGS`, raw results in `out`."""
     done = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH),
-            "--quick",
-            "--paths",
-            "openai,anthropic,openai-to-claude",
-            "--repeat",
-            "2",
-            "--bare-relay",
-            "--json",
-            str(out),
-        ],
+        [sys.executable, str(BENCH), "--quick", "--bare-relay", "--json", str(out), *args],
         capture_output=True,
         text=True,
         timeout=40,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    report = done.stdout
+    return done.stdout
+
+
+def test_quick_run_prints_the_tables(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    report = _quick_bench(
+        out, "--paths", "openai,anthropic,openai-to-claude", "--repeat", "2"
+    )
     for heading in (
         "## Set-up",
         "## Non-streaming requests",
@@ -94,26 +90,10 @@ def test_gemini_paths_are_measured_like_the_others(tmp_path: Path) -> None:
     passthrough and a conversion to it are measured without an error, streams
     included (a Gemini stream ends with a finishReason, not an event of its own)."""
     out = tmp_path / "bench.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH),
-            "--quick",
-            "--paths",
-            "gemini,openai-to-gemini",
-            "--bare-relay",
-            "--memory-streams",
-            "0",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=40,
-        check=False,
+    report = _quick_bench(
+        out, "--paths", "gemini,openai-to-gemini", "--memory-streams", "0"
     )
-    assert done.returncode == 0, done.stderr
-    assert "**skipped**" not in done.stdout
+    assert "**skipped**" not in report
     measured = json.loads(out.read_text())["measurements"]
     assert {(m["path"], m["target"], m["stream"]) for m in measured} == {
         (path, target, stream)
