@@ -38,6 +38,7 @@ __all__ = [
     "EncoderFacts",
     "FunctionCodec",
     "JSONObject",
+    "array",
     "StreamDecoder",
     "StreamEncoder",
     "as_int",
@@ -183,6 +184,16 @@ def parse_arguments(text: str) -> dict[str, Any]:
 
 _BASE64 = re.compile(r"[A-Za-z0-9+/=_\s-]*")
 _DATA_URL = re.compile(r"data:([\w.+/-]+)?((?:;[\w.+-]+=[^;,]*)*)(;base64)?,(.*)", re.S)
+
+
+def array(value: Any, where: str) -> list[Any]:
+    """A client's optional array field: [] when absent (null), InvalidRequest when it
+    is anything else but an array (iterating it would fail, or walk a string)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidRequest(f"{where}: expected an array")
+    return value
 
 
 def parse_data_url(url: str, where: str) -> MediaPart:

@@ -42,7 +42,7 @@ from ...canonical import (
     ToolSpec,
 )
 from ...errors import InvalidRequest, UnsupportedConversion
-from ..base import JSONObject, dumps, parse_arguments
+from ..base import JSONObject, array, dumps, parse_arguments
 from ..history import normalise_history
 from ..signatures import claude_signature_in, claude_signature_out
 
@@ -187,7 +187,7 @@ def _system(raw: Any) -> tuple[TextPart, ...]:
 
 def _tools(raw: Any) -> tuple[ToolSpec, ...]:
     specs = []
-    for k, tool in enumerate(raw or ()):
+    for k, tool in enumerate(array(raw, "tools")):
         if not isinstance(tool, dict):
             raise InvalidRequest(f"tools[{k}]: expected an object")
         if tool.get("type") not in (None, "custom"):

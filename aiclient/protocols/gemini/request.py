@@ -45,7 +45,7 @@ from ...canonical import (
     ToolSpec,
 )
 from ...errors import InvalidRequest, UnsupportedConversion
-from ..base import JSONObject, dumps, parse_arguments
+from ..base import JSONObject, array, dumps, parse_arguments
 from ..history import normalise_history, result_text
 from ..signatures import SKIP_SIGNATURE, gemini_signature_in, gemini_signature_out
 from .schema import from_gemini_schema, to_gemini_schema
@@ -150,7 +150,11 @@ class _Reader:
         content, is_error = _response_content(response.get("response"))
         media = tuple(
             m
-            for m in (_media(p) for p in response.get("parts") or () if isinstance(p, dict))
+            for m in (
+                _media(p)
+                for p in array(response.get("parts"), f"{where}.functionResponse.parts")
+                if isinstance(p, dict)
+            )
             if m is not None
         )
         return ToolResultPart(
@@ -181,18 +185,21 @@ def _contents(raw: Any) -> tuple[Message, ...]:
 def _system(raw: Any) -> tuple[TextPart, ...]:
     if isinstance(raw, str):
         return (TextPart(text=raw),)
-    parts = raw.get("parts") if isinstance(raw, dict) else None
+    parts = (
+        array(raw.get("parts"), "systemInstruction.parts") if isinstance(raw, dict) else ()
+    )
     return tuple(
         TextPart(text=p["text"])
-        for p in parts or ()
+        for p in parts
         if isinstance(p, dict) and isinstance(p.get("text"), str)
     )
 
 
 def _tools(raw: Any) -> tuple[ToolSpec, ...]:
     specs = []
-    for tool in raw or ():
-        for decl in get(tool, "functionDeclarations") or ():
+    for i, tool in enumerate(array(raw, "tools")):
+        where = f"tools[{i}].functionDeclarations"
+        for decl in array(get(tool, "functionDeclarations"), where):
             if not isinstance(decl, dict) or not isinstance(decl.get("name"), str):
                 raise InvalidRequest("tools: every function declaration needs a name")
             schema = get(decl, "parametersJsonSchema")
@@ -214,7 +221,10 @@ def _tool_choice(raw: Any) -> ToolChoice | None:
         return None
     mode = config.upper()
     if mode in ("ANY", "VALIDATED"):
-        names = get(get(raw, "functionCallingConfig"), "allowedFunctionNames") or []
+        names = array(
+            get(get(raw, "functionCallingConfig"), "allowedFunctionNames"),
+            "toolConfig.functionCallingConfig.allowedFunctionNames",
+        )
         if len(names) == 1:
             return ToolChoice(mode="tool", name=str(names[0]))
         return ToolChoice(mode="required")
@@ -329,8 +339,11 @@ def _plain_system(raw: Any) -> tuple[str, ...] | None:
         return (raw,)
     if type(raw) is not dict or not _PLAIN_CONTENT_KEYS.issuperset(raw):
         return None
+    parts = raw.get("parts")
+    if parts is not None and type(parts) is not list:
+        return None
     texts = []
-    for part in raw.get("parts") or ():
+    for part in parts or ():
         text = _plain_part([part])
         if text is None:
             return None

@@ -109,7 +109,7 @@ def _clean_children(
         }
         required = schema.get("required")
         if isinstance(required, list):
-            names = [r for r in required if r in out["properties"]]
+            names = [r for r in required if isinstance(r, str) and r in out["properties"]]
             if names:
                 out["required"] = names
     items = schema.get("items")

@@ -39,7 +39,7 @@ from ...canonical import (
     ToolSpec,
 )
 from ...errors import InvalidRequest, UnsupportedConversion
-from ..base import JSONObject, dumps, new_id, parse_data_url, to_data_url
+from ..base import JSONObject, array, dumps, new_id, parse_data_url, to_data_url
 from ..history import result_text
 from .response import assistant_message
 
@@ -108,13 +108,16 @@ def _user_parts(content: Any, where: str) -> list[ContentPart]:
                 raise InvalidRequest(f"{at}.image_url.url: required")
             parts.append(parse_data_url(url, f"{at}.image_url.url"))
         elif kind == "input_audio":
-            audio = part.get("input_audio") or {}
-            fmt = audio.get("format")
-            if fmt not in _AUDIO_TYPES or not isinstance(audio.get("data"), str):
+            audio = part.get("input_audio")
+            fmt = audio.get("format") if isinstance(audio, dict) else None
+            media_type = _AUDIO_TYPES.get(fmt) if isinstance(fmt, str) else None
+            if media_type is None or not isinstance(audio.get("data"), str):
                 raise InvalidRequest(f"{at}.input_audio: needs data and format wav|mp3")
-            parts.append(MediaPart(media_type=_AUDIO_TYPES[fmt], data=audio["data"]))
+            parts.append(MediaPart(media_type=media_type, data=audio["data"]))
         elif kind == "file":
-            file = part.get("file") or {}
+            file = part.get("file")
+            if not isinstance(file, dict):
+                raise InvalidRequest(f"{at}.file: expected an object")
             if not isinstance(file.get("file_data"), str):
                 raise UnsupportedConversion(
                     f"{at}.file: only inline file_data can be converted, not file_id"
@@ -208,9 +211,9 @@ def _messages(
 def _tools(body: JSONObject) -> tuple[ToolSpec, ...]:
     if "tools" not in body and "functions" not in body:
         return ()
-    raw = body.get("tools")
-    functions = [t.get("function") for t in raw or [] if isinstance(t, dict)]
-    functions += body.get("functions") or []
+    raw = array(body.get("tools"), "tools")
+    functions = [t.get("function") for t in raw if isinstance(t, dict)]
+    functions += array(body.get("functions"), "functions")
     specs = []
     for k, fn in enumerate(functions):
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
@@ -268,9 +271,20 @@ def _response_format(body: JSONObject) -> ResponseFormat | None:
     if fmt["type"] == "json_object":
         return ResponseFormat(kind="json_object")
     spec = fmt.get("json_schema") or {}
+    if not isinstance(spec, dict):
+        raise InvalidRequest("response_format.json_schema: expected an object")
     return ResponseFormat(
         kind="json_schema", schema=spec.get("schema"), name=spec.get("name")
     )
+
+
+def _stop(stop: Any) -> tuple[str, ...]:
+    if isinstance(stop, str):
+        return (stop,)
+    stops = array(stop, "stop")
+    if not all(isinstance(s, str) for s in stops):
+        raise InvalidRequest("stop: a string or an array of strings")
+    return tuple(stops)
 
 
 def request_to_canonical(body: JSONObject, *, model: str | None = None) -> ChatRequest:
@@ -293,7 +307,7 @@ def request_to_canonical(body: JSONObject, *, model: str | None = None) -> ChatR
         max_tokens=_integer(body, "max_completion_tokens", "max_tokens"),
         temperature=_number(body, "temperature"),
         top_p=_number(body, "top_p"),
-        stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
+        stop=_stop(stop),
         seed=_integer(body, "seed"),
         presence_penalty=_number(body, "presence_penalty"),
         frequency_penalty=_number(body, "frequency_penalty"),
