@@ -18,13 +18,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from .canonical import StreamEvent, TextDelta
-from .errors import AiclientError
+from .errors import AiclientError, UpstreamProtocolError
 from .protocols import ApiProtocol
 from .protocols.base import StreamDecoder, StreamEncoder
 from .protocols.errors import error_payload
 from .sse import SSEDecoder, SSEEvent, encode_sse
 
 __all__ = ["Framer", "JSONArrayFramer", "SSEFramer", "StreamPipeline", "TextTap"]
+
+# What a codec raises on an upstream event of an unexpected shape (a list where an
+# object belongs, a string index, ...): the stream is then broken, like a cut one
+# (before the client's response starts the call fails over, after it the client gets
+# an in-band error), as a whole answer that cannot be read is.
+UNREADABLE = (TypeError, KeyError, AttributeError, ValueError, IndexError)
+_UNREADABLE_EVENT = "the upstream sent a stream event that could not be read"
 
 
 class Framer:
@@ -126,14 +133,20 @@ class StreamPipeline:
 
     def feed(self, chunk: bytes) -> bytes:
         out: list[bytes] = []
-        self._events(self._sse.feed(chunk), out)
+        try:
+            self._events(self._sse.feed(chunk), out)
+        except UNREADABLE as exc:
+            raise UpstreamProtocolError(_UNREADABLE_EVENT) from exc
         return b"".join(out)  # one piece (the usual case) is returned as it is
 
     def close(self) -> bytes:
         out: list[bytes] = []
-        self._events(self._sse.close(), out)
-        if self._decoder is not None:
-            self._canonical(self._decoder.close(), out)
+        try:
+            self._events(self._sse.close(), out)
+            if self._decoder is not None:
+                self._canonical(self._decoder.close(), out)
+        except UNREADABLE as exc:
+            raise UpstreamProtocolError(_UNREADABLE_EVENT) from exc
         if not self._started:
             out.append(self._framer.start())
         out.append(self._framer.end())
@@ -161,5 +174,5 @@ class TextTap:
                 for item in self._decoder.feed(event):
                     if isinstance(item, TextDelta):
                         self.parts.append(item.text)
-        except AiclientError:
+        except (AiclientError, *UNREADABLE):
             pass

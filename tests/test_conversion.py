@@ -821,6 +821,28 @@ async def test_error_before_the_first_converted_byte_is_an_http_error(
     assert json.loads(raw)["error"] == {"type": "rate_limit_error", "message": "Quota"}
 
 
+async def test_a_malformed_upstream_event_breaks_a_converted_stream_cleanly(
+    proxy: Proxy, fake_gemini: FakeGemini
+) -> None:
+    """An upstream event of an unexpected shape is a broken stream, not a crash: first,
+    it is an HTTP error in the client's shape (another instance would have been tried);
+    after text reached the client, the stream ends with an in-band error event."""
+    text = {"candidates": [{"content": {"parts": [{"text": "Hel"}]}, "index": 0}]}
+    broken = {"candidates": 3}
+    path, body = hello("openai", stream=True)
+    fake_gemini.reply_sse([(None, broken)])
+    status, raw, _ = await post(proxy, "openai", "gemini", path, body)
+    assert status == 502
+    assert "could not be read" in json.loads(raw)["error"]["message"]
+    fake_gemini.delay_between_chunks = 0.05  # the text is sent on before `broken` comes
+    fake_gemini.reply_sse([(None, text), (None, broken)])
+    status, raw, _ = await post(proxy, "openai", "gemini", path, body)
+    assert status == 200
+    events = [line[6:] for line in raw.decode().splitlines() if line.startswith("data: ")]
+    assert '"Hel"' in events[1]
+    assert "could not be read" in json.loads(events[-1])["error"]["message"]
+
+
 async def test_converted_streams_are_not_buffered(
     proxy: Proxy, fake_openai: FakeOpenAI
 ) -> None:

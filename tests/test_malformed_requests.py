@@ -1,12 +1,18 @@
-"""A client's request, however malformed, is read or refused with a 4xx error, never a
-crash: any node of a full request (tools, images, tool calls and results, system,
-sampling, response formats) replaced by any JSON value, then read by the client's
-codec and written by every other one. The server answers anything else with a 500.
+"""Malformed input never crashes a conversion.
+
+A client's request, however malformed, is read or refused with a 4xx error: any node of
+a full request (tools, images, tool calls and results, system, sampling, response
+formats) replaced by any JSON value, then read by the client's codec and written by
+every other one. The server answers anything else with a 500.
+
+An upstream's stream event, however malformed, is converted or breaks the stream as an
+upstream error (failover, or the client's in-band error), never with a crash.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,9 +20,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aiclient.errors import InvalidRequest, UnsupportedConversion
+from aiclient.errors import InvalidRequest, UnsupportedConversion, UpstreamError
+from aiclient.pipeline import Framer, StreamPipeline
 from aiclient.protocols import ApiProtocol
 from aiclient.protocols.codecs import CODECS
+from aiclient.relay import Conversion
+from aiclient.sse import SSEEvent, encode_sse
 
 PNG = (  # a 1x1 image
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQ"
@@ -241,11 +250,174 @@ def test_the_full_requests_are_read_whole(client: ApiProtocol) -> None:
     model = "gemini-2.5-flash" if client is ApiProtocol.GEMINI else None
     canonical = CODECS[client].request_to_canonical(FULL[client], model=model)
     assert canonical.tools and len(canonical.messages) >= 3
-    written = []
+    written, refused = [], []
     for upstream in PROTOCOLS:
         if upstream is not client:
             try:
                 written.append(CODECS[upstream].request_from_canonical(canonical))
             except UnsupportedConversion as exc:
-                assert "cannot take" in str(exc)  # audio for Anthropic, a PDF URL...
+                refused.append(str(exc))
     assert written
+    assert all("cannot take" in r for r in refused)  # audio for Anthropic, a PDF URL
+
+
+# -- upstream streams --------------------------------------------------------------------
+
+_TEXT_AND_CALL: dict[ApiProtocol, list[tuple[str | None, Any]]] = {
+    ApiProtocol.OPENAI: [
+        (None, {"id": "c1", "choices": [{"index": 0, "delta": {"role": "assistant"}}]}),
+        (None, {"id": "c1", "choices": [{"index": 0, "delta": {"content": "Hi"}}]}),
+        (
+            None,
+            {
+                "id": "c1",
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "tool_calls": [
+                                {
+                                    "index": 0,
+                                    "id": "call_1",
+                                    "type": "function",
+                                    "function": {"name": "f", "arguments": '{"a":'},
+                                }
+                            ]
+                        },
+                    }
+                ],
+            },
+        ),
+        (
+            None,
+            {
+                "id": "c1",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+            },
+        ),
+        (None, "[DONE]"),
+    ],
+    ApiProtocol.CLAUDE: [
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {"id": "msg_1", "model": "m", "usage": {"input_tokens": 3}},
+            },
+        ),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "Hi"},
+            },
+        ),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 1,
+                "content_block": {"type": "tool_use", "id": "toolu_1", "name": "f"},
+            },
+        ),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": '{"a":1}'},
+            },
+        ),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use"},
+                "usage": {"output_tokens": 2},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ],
+    ApiProtocol.GEMINI: [
+        (None, {"candidates": [{"content": {"parts": [{"text": "Hi"}]}, "index": 0}]}),
+        (
+            None,
+            {
+                "candidates": [
+                    {
+                        "content": {"parts": [{"functionCall": {"name": "f", "args": {}}}]},
+                        "finishReason": "STOP",
+                        "index": 0,
+                    }
+                ],
+                "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2},
+            },
+        ),
+    ],
+}
+CONVERSIONS = [(u, c) for u in PROTOCOLS for c in PROTOCOLS if u is not c]
+
+
+def _stream_bytes(events: list[tuple[str | None, Any]]) -> bytes:
+    return b"".join(
+        encode_sse(SSEEvent(name, data if isinstance(data, str) else json.dumps(data)))
+        for name, data in events
+    )
+
+
+def _converted(upstream: ApiProtocol, client: ApiProtocol, wire: bytes) -> bytes:
+    pipeline = StreamPipeline(
+        client,
+        Framer(),
+        CODECS[upstream].stream_decoder(),
+        CODECS[client].stream_encoder(Conversion(upstream, "m", True)),
+    )
+    return pipeline.feed(wire) + pipeline.close()
+
+
+@pytest.mark.parametrize(
+    ("upstream", "client"),
+    CONVERSIONS,
+    ids=[f"{u.value}-to-{c.value}" for u, c in CONVERSIONS],
+)
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_a_malformed_upstream_stream_breaks_cleanly(
+    upstream: ApiProtocol, client: ApiProtocol, data: st.DataObject
+) -> None:
+    """An upstream event of any shape is converted or ends the stream as broken (an
+    UpstreamError: failover before the client's first byte, an in-band error after),
+    never with a crash that would cut the client's stream without an error."""
+    events = list(_TEXT_AND_CALL[upstream])
+    index = data.draw(st.integers(0, len(events) - 1))
+    name, event = events[index]
+    paths = list(_paths(event)) if isinstance(event, dict) else []
+    if paths:
+        event = _mutated(event, data.draw(st.sampled_from(paths)), data.draw(json_values))
+    events[index] = (name, event)
+    try:
+        _converted(upstream, client, _stream_bytes(events))
+    except UpstreamError:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("upstream", "client"),
+    CONVERSIONS,
+    ids=[f"{u.value}-to-{c.value}" for u, c in CONVERSIONS],
+)
+def test_the_streams_convert_whole(upstream: ApiProtocol, client: ApiProtocol) -> None:
+    """The starting points convert: the mutations start from a stream with a text and
+    a tool call that every decoder and encoder walks."""
+    out = _converted(upstream, client, _stream_bytes(_TEXT_AND_CALL[upstream]))
+    assert b"Hi" in out and b'"f"' in out
