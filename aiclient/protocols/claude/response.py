@@ -169,10 +169,7 @@ def plain_response_in(body: JSONObject) -> PlainAnswer | None:
         str(body.get("id") or new_id("msg_")),
         str(body.get("model") or ""),
         text,
-        # stop_reason(stop, False), inlined: no tool call, no tool-use override
-        _STOP.get(stop, StopReason.END_TURN)
-        if isinstance(stop, str)
-        else StopReason.END_TURN,
+        stop_reason(stop, False),
         sequence if isinstance(sequence, str) else None,
         _whole_usage(usage) if isinstance(usage, dict) else None,
     )
@@ -245,14 +242,13 @@ def plain_response_out(answer: PlainAnswer) -> JSONObject:
 
 
 def _message(answer: ChatResponse | PlainAnswer, content: list[JSONObject]) -> JSONObject:
-    rid = answer.id  # message_id and claude_stop_reason inlined: every answer runs this
     return {
-        "id": rid if rid.startswith("msg_") else "msg_" + sanitise_id(rid),
+        "id": message_id(answer.id),
         "type": "message",
         "role": "assistant",
         "model": answer.model,
         "content": content,
-        "stop_reason": _CLAUDE_STOP[answer.stop_reason],
+        "stop_reason": claude_stop_reason(answer.stop_reason),
         "stop_sequence": answer.stop_sequence,
         "usage": usage_from_canonical(answer.usage),
     }

@@ -182,6 +182,7 @@ class ClaudeStreamEncoder:
         self._signed = False
         self._usage: Usage | None = None
         self._saw_tool = False
+        self._text_head = ""
         self._text_prefix = b""
 
     @staticmethod
@@ -197,12 +198,14 @@ class ClaudeStreamEncoder:
         self._close(out)
         self._index += 1
         self._open = kind
-        if kind == "text":  # what `text` writes before each delta's JSON string
-            self._text_prefix = (
-                "event: content_block_delta\ndata: "
+        if kind == "text":  # a text delta's JSON up to its text, as str and as SSE bytes
+            self._text_head = (
                 f'{{"type":"content_block_delta","index":{self._index},'
                 '"delta":{"type":"text_delta","text":'
-            ).encode()
+            )
+            self._text_prefix = (
+                f"event: content_block_delta\ndata: {self._text_head}".encode()
+            )
         self._signed = False
         out.append(
             self._event("content_block_start", index=self._index, content_block=block)
@@ -266,10 +269,7 @@ class ClaudeStreamEncoder:
 
     def _text_data(self, text: str) -> str:
         """The text delta's JSON as `_delta` would write it, without the dict."""
-        return (
-            f'{{"type":"content_block_delta","index":{self._index},'
-            f'"delta":{{"type":"text_delta","text":{dumps(text)}}}}}'
-        )
+        return self._text_head + dumps(text) + "}}"
 
     def feed(self, event: StreamEvent) -> Iterable[SSEEvent]:
         out: list[SSEEvent] = []

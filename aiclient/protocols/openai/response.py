@@ -162,10 +162,7 @@ def plain_response_in(body: JSONObject) -> PlainAnswer | None:
         str(body.get("id") or new_id("chatcmpl-")),
         str(body.get("model") or ""),
         text,
-        # stop_reason(finish, False), inlined: no tool call, no tool-use override
-        _STOP.get(finish, StopReason.END_TURN)
-        if isinstance(finish, str)
-        else StopReason.END_TURN,
+        stop_reason(finish, False),
         None,
         usage_to_canonical(body.get("usage")),
     )
@@ -208,9 +205,7 @@ def response_from_canonical(response: ChatResponse) -> JSONObject:
 def plain_response_out(answer: PlainAnswer) -> JSONObject:
     """What `response_from_canonical(answer.as_response())` writes, without building
     it."""
-    return _completion(
-        answer, {"role": "assistant", "content": answer.text, "refusal": None}
-    )
+    return _completion(answer, _text_message(answer.text))
 
 
 def _text_message(text: str) -> JSONObject:
@@ -218,9 +213,8 @@ def _text_message(text: str) -> JSONObject:
 
 
 def _completion(answer: ChatResponse | PlainAnswer, message: JSONObject) -> JSONObject:
-    rid = answer.id  # completion_id and finish_reason inlined: every answer runs this
     return {
-        "id": rid if rid.startswith("chatcmpl-") else "chatcmpl-" + rid,
+        "id": completion_id(answer.id),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": answer.model,
@@ -229,7 +223,7 @@ def _completion(answer: ChatResponse | PlainAnswer, message: JSONObject) -> JSON
                 "index": 0,
                 "message": message,
                 "logprobs": None,
-                "finish_reason": _FINISH[answer.stop_reason],
+                "finish_reason": finish_reason(answer.stop_reason),
             }
         ],
         "usage": usage_from_canonical(answer.usage),
