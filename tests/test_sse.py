@@ -75,14 +75,19 @@ def test_any_split_parses_the_same(
     assert _decode([data]) == expected
 
 
-@settings(max_examples=150)
-@given(events, st.lists(st.integers(min_value=1, max_value=3), max_size=8))
+@settings(max_examples=200)
+@given(
+    events,
+    st.lists(st.integers(min_value=1, max_value=3), max_size=8),
+    st.sampled_from(["\n", "\r\n"]),
+)
 def test_whole_events_per_chunk_parse_the_same(
-    items: list[SSEEvent], group: list[int]
+    items: list[SSEEvent], group: list[int], newline: str
 ) -> None:
-    """Upstreams usually send whole events, one or a few per chunk: that shortcut reads
-    them exactly as the general path does (named or not, one data line or several)."""
-    wire = [encode_sse(item) for item in items]
+    """Upstreams usually send whole events, one or a few per chunk (Google with CRLF
+    line ends): those shortcuts read them exactly as the general path does (named or
+    not, one data line or several)."""
+    wire = [encode_sse(item).replace(b"\n", newline.encode()) for item in items]
     pieces, i = [], 0
     for size in group or [1]:
         pieces.append(b"".join(wire[i : i + size]))

@@ -78,14 +78,17 @@ class ClaudeStreamDecoder:
     def feed_text(self, event: SSEEvent) -> str | Iterable[StreamEvent]:
         """`feed`, except that a text delta (most of a stream) comes back as the text
         itself: the pipeline's fast path."""
-        data = self._parse(event)
-        if data is None:
-            return []
+        try:
+            data = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            data = None
+        if data.__class__ is not dict:
+            return self.feed(event)  # not an object: `feed` says what it is
         if (data.get("type") or event.event) == "content_block_delta":
             delta = data.get("delta")
-            if isinstance(delta, dict) and delta.get("type") == "text_delta":
+            if delta.__class__ is dict and delta.get("type") == "text_delta":
                 text = delta.get("text")
-                if isinstance(text, str) and text:
+                if text.__class__ is str and text:
                     return text
         return self._events(data, event)
 

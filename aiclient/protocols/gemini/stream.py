@@ -64,38 +64,37 @@ class GeminiStreamDecoder:
         return self._events(chunk) if chunk is not None else []
 
     def feed_text(self, event: SSEEvent) -> str | Iterable[StreamEvent]:
-        """`feed`, except that a chunk carrying nothing but one plain text part (most
-        of a stream) comes back as the text itself: the pipeline's fast path."""
-        chunk = self._parse(event)
-        if chunk is None:
-            return []
-        text = self._plain_text(chunk) if self._started else None
-        return text if text is not None else self._events(chunk)
-
-    def _plain_text(self, chunk: JSONObject) -> str | None:
-        """The text of a chunk whose only content is one `{"text": ...}` part (its
-        usage and finish reason kept as `_events` keeps them), else None."""
+        """`feed`, except that a chunk whose only content is one `{"text": ...}` part
+        (most of a stream) comes back as the text itself, its usage and finish reason
+        kept as `_events` keeps them: the pipeline's fast path."""
+        if not self._started:
+            return self.feed(event)
+        try:
+            chunk = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            chunk = None
+        if chunk.__class__ is not dict:
+            return self.feed(event)  # not an object: `feed` says what it is
         if "error" in chunk or "promptFeedback" in chunk or "prompt_feedback" in chunk:
-            return None
-        candidates = chunk.get("candidates")
-        if not isinstance(candidates, list) or len(candidates) != 1:
-            return None
-        candidate = candidates[0]
-        if not isinstance(candidate, dict) or candidate.get("index", 0) != 0:
-            return None
-        content = candidate.get("content")
-        parts = content.get("parts") if isinstance(content, dict) else None
-        if not isinstance(parts, list) or len(parts) != 1:
-            return None
-        part = parts[0]
-        text = part.get("text") if isinstance(part, dict) and len(part) == 1 else None
-        if not isinstance(text, str) or not text:
-            return None
+            return self._events(chunk)
+        try:  # a candidate and a part alone, in dicts (else a TypeError or ValueError)
+            [candidate] = chunk["candidates"]
+            [part] = candidate["content"]["parts"]
+            text = part["text"]
+        except (KeyError, TypeError, ValueError):
+            return self._events(chunk)
+        if (
+            text.__class__ is not str
+            or not text
+            or len(part) != 1
+            or candidate.get("index", 0) != 0
+        ):
+            return self._events(chunk)
         # get(chunk, "usageMetadata") and get(candidate, "finishReason"), inlined
         meta = chunk.get("usageMetadata")
         if meta is None:
             meta = chunk.get("usage_metadata")
-        if isinstance(meta, dict):
+        if meta.__class__ is dict:
             self._usage_meta = meta
         finish = candidate.get("finishReason")
         if finish is None:
