@@ -108,13 +108,18 @@ usages = st.builds(
 
 
 @st.composite
-def responses(draw: st.DrawFn) -> ChatResponse:
+def responses(draw: st.DrawFn, mixed: bool = False) -> ChatResponse:
+    """An answer: text, then tool calls; `mixed` adds thinking and more texts, and puts
+    all the parts in any order (what a stream of a thinking model can carry)."""
     text = draw(st.none() | words)
     calls = draw(
         st.lists(st.tuples(ids, names, arguments), max_size=3, unique_by=lambda c: c[0])
     )
     parts: list[Part] = [TextPart(text=text)] if text else []
     parts += [ToolCallPart(id=i, name=n, arguments=a) for i, n, a in calls]
+    if mixed:
+        more = st.builds(TextPart, text=words) | st.builds(ReasoningPart, text=words)
+        parts = draw(st.permutations(parts + draw(st.lists(more, max_size=3))))
     reason = draw(st.sampled_from([StopReason.END_TURN, StopReason.MAX_TOKENS]))
     if calls:
         reason = StopReason.TOOL_USE

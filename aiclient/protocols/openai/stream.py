@@ -77,7 +77,7 @@ class OpenAIStreamDecoder:
         choices = chunk.get("choices")
         if (
             self._started
-            and choices
+            and choices.__class__ is list
             and len(choices) == 1
             and chunk.get("usage") is None
             and not chunk.get("error")
