@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cached_property
+from functools import cached_property, lru_cache
 from urllib.parse import quote, urlsplit
 
 import orjson
@@ -13,6 +13,13 @@ from ..protocols import ApiProtocol
 from .base import ModelList, Provider
 
 __all__ = ["GeminiProvider"]
+
+
+@lru_cache(maxsize=256)  # a pool serves a few models; `quote` costs ~1 µs
+def _url_name(model: str) -> str:
+    """A model's name as a URL path segment (`models/` prefix or not)."""
+    return quote(model.removeprefix("models/"), safe="-._~")
+
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 
@@ -30,8 +37,7 @@ class GeminiProvider(Provider):
         return url
 
     def _model_url(self, model: str, method: str) -> str:
-        name = quote(model.removeprefix("models/"), safe="-._~")
-        return f"{self.base}/models/{name}:{method}"
+        return f"{self.base}/models/{_url_name(model)}:{method}"
 
     def url(self, model: str, stream: bool) -> str:
         if stream:

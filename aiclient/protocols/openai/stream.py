@@ -71,28 +71,30 @@ class OpenAIStreamDecoder:
     def feed_text(self, event: SSEEvent) -> str | Iterable[StreamEvent]:
         """`feed`, except that a chunk carrying nothing but text (most of a stream)
         comes back as the text itself: the pipeline's fast path."""
-        chunk = self._parse(event)
-        if isinstance(chunk, list):
-            return chunk
-        choices = chunk.get("choices")
+        if not self._started:
+            return self.feed(event)
+        try:
+            chunk = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            chunk = None  # `[DONE]`, a blank event, or not JSON
+        if chunk.__class__ is not dict:
+            return self.feed(event)  # `feed` says what it is
+        try:  # one choice, in a dict, with a delta (else a TypeError or ValueError)
+            [choice] = chunk["choices"]
+            delta = choice["delta"]
+            text = delta.get("content")
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return self._events(chunk)
         if (
-            self._started
-            and choices.__class__ is list
-            and len(choices) == 1
+            text.__class__ is str
+            and text
+            and delta.keys() <= _TEXT_ONLY
+            and choice.get("index", 0) == 0
+            and not choice.get("finish_reason")
             and chunk.get("usage") is None
             and not chunk.get("error")
         ):
-            choice = choices[0]
-            if (
-                isinstance(choice, dict)
-                and choice.get("index", 0) == 0
-                and not choice.get("finish_reason")
-            ):
-                delta = choice.get("delta")
-                if isinstance(delta, dict) and delta.keys() <= _TEXT_ONLY:
-                    text = delta.get("content")
-                    if isinstance(text, str) and text:
-                        return text
+            return text
         return self._events(chunk)
 
     def _parse(self, event: SSEEvent) -> JSONObject | list[StreamEvent]:
