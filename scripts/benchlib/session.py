@@ -60,6 +60,8 @@ class SessionConfig:
     slow_gap_ms: float = 100.0
     # A second proxy measured beside the first (target "bare"), e.g. the bare relay.
     baseline_cmd: str | None = None
+    # How long the proxy may take to answer /health (longer under valgrind).
+    start_timeout: float = _START_TIMEOUT
 
 
 @dataclass(slots=True)
@@ -273,7 +275,7 @@ class Session:
     def _await_health(
         self, port: int, alive: Callable[[], None], what: str, log: str
     ) -> None:
-        deadline = time.monotonic() + _START_TIMEOUT
+        deadline = time.monotonic() + self.config.start_timeout
         health = Job("probe", port, method="GET", path="/health", timeout=2.0)
         while time.monotonic() < deadline:
             alive()
