@@ -512,6 +512,11 @@ TOOL_USE = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input":
             "unexpected `tool_use_id` found in `tool_result` blocks",
             id="orphan-result",
         ),
+        pytest.param(
+            [{"role": "user", "content": [{"type": ["text"], "text": "hi"}]}],
+            "does not match any of the expected tags",
+            id="unhashable-block-type",
+        ),
     ],
 )
 async def test_claude_rejects_invalid_messages(

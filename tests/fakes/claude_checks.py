@@ -183,7 +183,7 @@ def _check_blocks(
         if not isinstance(block, dict):
             raise _bad(f"{where}: Input should be a valid dictionary")
         kind = block.get("type")
-        if kind not in _BLOCK_TYPES:
+        if not isinstance(kind, str) or kind not in _BLOCK_TYPES:
             raise _bad(
                 f"{where}: Input tag '{kind}' found using 'type' does not match any of"
                 " the expected tags"
