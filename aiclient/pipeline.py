@@ -134,20 +134,7 @@ class StreamPipeline:
     def feed(self, chunk: bytes) -> bytes:
         out: list[bytes] = []
         try:
-            events = self._sse.feed(chunk)
-            text_in, text_out = self._text_in, self._text_out
-            if text_in and text_out and self._started and len(events) == 1:
-                # The usual chunk of a stream under way, one text delta: `_events`
-                # without its loop and checks (this runs for most chunks).
-                got = text_in(events[0])
-                if isinstance(got, str):
-                    data = text_out(got)
-                    if data is not None:
-                        return data
-                    got = (TextDelta(got),)
-                self._canonical(got, out)
-            else:
-                self._events(events, out)
+            self._events(self._sse.feed(chunk), out)
         except UNREADABLE as exc:
             raise UpstreamProtocolError(_UNREADABLE_EVENT) from exc
         return b"".join(out)  # one piece (the usual case) is returned as it is
