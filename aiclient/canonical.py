@@ -204,10 +204,12 @@ class ChatRequest:
     include_usage: bool = False  # OpenAI clients: a final usage chunk was asked for
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Usage:
+class Usage(NamedTuple):
     """Token counts. `input_tokens` includes cached ones; `output_tokens` includes
-    reasoning ones (OpenAI's convention; each codec converts at its edge)."""
+    reasoning ones (OpenAI's convention; each codec converts at its edge).
+
+    A NamedTuple, not a frozen dataclass: every converted answer builds one or two,
+    and a frozen dataclass's `__init__` costs half as much again as a tuple."""
 
     input_tokens: int = 0
     output_tokens: int = 0

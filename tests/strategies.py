@@ -103,7 +103,9 @@ requests = st.builds(
 )
 
 usages = st.builds(
-    Usage, input_tokens=st.integers(0, 999), output_tokens=st.integers(0, 999)
+    lambda input_tokens, output_tokens: Usage(input_tokens, output_tokens),
+    st.integers(0, 999),
+    st.integers(0, 999),
 )
 
 

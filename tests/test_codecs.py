@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 
@@ -15,12 +16,14 @@ from aiclient.canonical import (
     ChatResponse,
     Message,
     MessageStart,
+    MessageStop,
     ReasoningDelta,
     Role,
     StopReason,
     StreamEvent,
     TextDelta,
     TextPart,
+    Usage,
 )
 from aiclient.errors import InvalidRequest, UnsupportedConversion
 from aiclient.pipeline import Framer, StreamPipeline
@@ -237,3 +240,55 @@ def test_text_fast_path_keeps_gemini_usage_and_finish(client: ApiProtocol) -> No
     assert answer.stop_reason is StopReason.MAX_TOKENS
     assert answer.usage is not None
     assert answer.usage.output_tokens == 3
+
+
+def _snake_keys(value: object) -> object:
+    """`value` with every key in snake_case, as some Gemini-compatible servers and
+    the SDKs' dict dumps write answers (a call's `args` are the model's, kept)."""
+    if isinstance(value, list):
+        return [_snake_keys(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    return {
+        re.sub(r"(?<!^)([A-Z])", r"_\1", k).lower(): v if k == "args" else _snake_keys(v)
+        for k, v in value.items()
+    }
+
+
+@settings(max_examples=40, deadline=None)
+@given(response=responses(mixed=True), pieces=st.integers(1, 4))
+def test_gemini_answers_in_snake_case_read_as_in_camel_case(
+    response: ChatResponse, pieces: int
+) -> None:
+    """Whole or streamed, a snake_case Gemini answer means what its camelCase form
+    means: usage (thoughts and cached tokens too), finish, ids, parts."""
+    usage = Usage(input_tokens=90, output_tokens=40, cache_read=10, reasoning=12)
+    response = dataclasses.replace(response, usage=usage)
+    codec = CODECS[ApiProtocol.GEMINI]
+    read_plain = codec.plain_response_in
+    assert read_plain is not None
+    camel = codec.response_from_canonical(response)
+    snake = _snake_keys(camel)
+    assert isinstance(snake, dict)
+    assert snake != camel
+    whole = codec.response_to_canonical(camel)
+    assert whole.usage == usage
+    assert codec.response_to_canonical(snake) == whole
+    assert read_plain(snake) == read_plain(camel)
+
+    def stream(snake_case: bool) -> list[StreamEvent]:
+        request = ChatRequest(model="m", messages=(), include_usage=True)
+        encoder = codec.stream_encoder(request)
+        decoder = codec.stream_decoder()
+        out: list[StreamEvent] = []
+        for event in events_of(response, pieces):
+            for sse in encoder.feed(event):
+                chunk = orjson.loads(sse.data)
+                data = orjson.dumps(_snake_keys(chunk) if snake_case else chunk)
+                out += decoder.feed(sse._replace(data=data.decode()))
+        return out + list(decoder.close())
+
+    camel_events = stream(False)
+    assert isinstance(camel_events[-1], MessageStop)
+    assert camel_events[-1].usage == usage
+    assert stream(True) == camel_events

@@ -266,7 +266,8 @@ def request_to_canonical(body: JSONObject, *, model: str | None = None) -> ChatR
 
 
 def _float(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    # A tuple, not `int | float`: that builds a union object on every call.
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     return None
 

@@ -56,6 +56,7 @@ __all__ = [
     "plain_request_out",
     "request_from_canonical",
     "request_to_canonical",
+    "snake_case",
 ]
 
 _TOOL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_.:-]{0,63}")
@@ -64,7 +65,7 @@ EFFORT_BUDGETS = {"none": 0, "minimal": 512, "low": 2048, "medium": 8192, "high"
 
 
 @functools.cache
-def _snake(key: str) -> str:
+def snake_case(key: str) -> str:
     return _CAMEL.sub(r"_\1", key).lower()
 
 
@@ -74,7 +75,7 @@ def get(obj: Any, key: str) -> Any:
         return None
     value = obj.get(key)
     if value is None:
-        value = obj.get(_snake(key))
+        value = obj.get(snake_case(key))
     return value
 
 

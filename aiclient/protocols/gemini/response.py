@@ -10,6 +10,7 @@ thought parts carry signatures as protocols/signatures.py describes.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from ...canonical import (
@@ -24,9 +25,9 @@ from ...canonical import (
     Usage,
 )
 from ...errors import InvalidRequest
-from ..base import JSONObject, as_int, dumps, new_id, parse_arguments
+from ..base import JSONObject, dumps, new_id, parse_arguments
 from ..signatures import gemini_signature_in, gemini_signature_out
-from .request import get
+from .request import get, snake_case
 
 __all__ = [
     "finish_reason",
@@ -75,16 +76,29 @@ def finish_reason(reason: StopReason) -> str:
     return _FINISH[reason]
 
 
+_USAGE_KEYS = (
+    "promptTokenCount",
+    "toolUsePromptTokenCount",
+    "candidatesTokenCount",
+    "thoughtsTokenCount",
+    "cachedContentTokenCount",
+)
+_SNAKE_USAGE = frozenset(map(snake_case, _USAGE_KEYS))
+
+
 def usage_to_canonical(meta: Any) -> Usage | None:
     if not isinstance(meta, dict):
         return None
-    thoughts = get(meta, "thoughtsTokenCount")
+    # The API writes camelCase; only a usage with a snake_case count needs `get`.
+    read = meta.get if meta.keys().isdisjoint(_SNAKE_USAGE) else partial(get, meta)
+    prompt, tool, output, thoughts, cached = map(read, _USAGE_KEYS)
+    thoughts = thoughts if type(thoughts) is int else None
     return Usage(
-        input_tokens=as_int(get(meta, "promptTokenCount"))
-        + as_int(get(meta, "toolUsePromptTokenCount")),
-        output_tokens=as_int(get(meta, "candidatesTokenCount")) + as_int(thoughts),
-        cache_read=as_int(get(meta, "cachedContentTokenCount")),
-        reasoning=thoughts if isinstance(thoughts, int) else None,
+        (prompt if type(prompt) is int else 0) + (tool if type(tool) is int else 0),
+        (output if type(output) is int else 0) + (thoughts or 0),
+        cached if type(cached) is int else 0,
+        0,
+        thoughts,
     )
 
 
@@ -108,8 +122,12 @@ def parts_to_canonical(parts: Any) -> list[Part]:
     for part in parts or ():
         if not isinstance(part, dict):
             continue
-        signature, redacted = gemini_signature_in(get(part, "thoughtSignature"))
         text = part.get("text")
+        if len(part) == 1 and isinstance(text, str):  # a bare text, the usual part
+            if text:
+                out.append(TextPart(text=text))
+            continue
+        signature, redacted = gemini_signature_in(get(part, "thoughtSignature"))
         call = get(part, "functionCall")
         inline = get(part, "inlineData")
         if isinstance(text, str):
@@ -176,13 +194,14 @@ def plain_response_in(body: JSONObject) -> PlainAnswer | None:
     text = part.get("text") if type(part) is dict and len(part) == 1 else None
     if type(text) is not str or not text:
         return None
+    # `x.get(key) or get(x, key)` is `get(x, key)`, a call fewer for camelCase.
     return PlainAnswer(
-        str(get(body, "responseId") or new_id("")),
-        str(get(body, "modelVersion") or ""),
+        str(body.get("responseId") or get(body, "responseId") or new_id("")),
+        str(body.get("modelVersion") or get(body, "modelVersion") or ""),
         text,
-        stop_reason(get(candidate, "finishReason"), False),
+        stop_reason(candidate.get("finishReason") or get(candidate, "finishReason"), False),
         None,
-        usage_to_canonical(get(body, "usageMetadata")),
+        usage_to_canonical(body.get("usageMetadata") or get(body, "usageMetadata")),
     )
 
 

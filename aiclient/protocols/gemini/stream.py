@@ -121,15 +121,18 @@ class GeminiStreamDecoder:
             status = error.get("code")
             raise error_event(status if isinstance(status, int) else 500, chunk)
         out: list[StreamEvent] = []
-        meta = get(chunk, "usageMetadata")
+        # `x.get(key) or get(x, key)` is `get(x, key)`, a call fewer for camelCase.
+        meta = chunk.get("usageMetadata") or get(chunk, "usageMetadata")
         if isinstance(meta, dict):
             self._usage_meta = meta
         if not self._started:
             self._started = True
-            response_id = str(get(chunk, "responseId") or "")
-            model = str(get(chunk, "modelVersion") or "")
+            response_id = str(chunk.get("responseId") or get(chunk, "responseId") or "")
+            model = str(chunk.get("modelVersion") or get(chunk, "modelVersion") or "")
             out.append(MessageStart(response_id, model, usage_to_canonical(meta)))
-        if get(get(chunk, "promptFeedback"), "blockReason") is not None:
+        if ("promptFeedback" in chunk or "prompt_feedback" in chunk) and get(
+            get(chunk, "promptFeedback"), "blockReason"
+        ) is not None:
             self._blocked = True
         for candidate in chunk.get("candidates") or ():
             if not isinstance(candidate, dict) or candidate.get("index", 0) != 0:
@@ -138,7 +141,9 @@ class GeminiStreamDecoder:
             parts = content.get("parts") if isinstance(content, dict) else None
             for part in parts_to_canonical(parts):
                 out += self._part(part)
-            finish = get(candidate, "finishReason")
+            finish = candidate.get("finishReason")
+            if finish is None:
+                finish = candidate.get("finish_reason")
             if finish:
                 self._finish = finish
         return out
