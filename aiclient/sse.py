@@ -40,19 +40,20 @@ class SSEDecoder:
     """Bytes in, complete SSEEvents out.
 
     Events end at a blank line, so the decoder keeps only the bytes after the last
-    one and parses whole events: the usual shapes (`data: ...` alone, or after one
-    `event: ...` line) without going line by line, anything else line by line.
+    one (`held`: empty between whole events) and parses whole events: the usual shapes
+    (`data: ...` alone, or after one `event: ...` line) without going line by line,
+    anything else line by line.
     """
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("held",)
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self.held = b""
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         # `_CR in chunk`, an integer: with a bytes needle, `in` costs bytes 2-3x as much
         # (it tries the needle as an integer first, raising and clearing a TypeError).
-        if not self._buffer:
+        if not self.held:
             # The usual chunk: whole events, nothing held over, most often one alone.
             if chunk[-2:] == b"\n\n" and _CR not in chunk:
                 text: str | None = chunk[:-2].decode("utf-8", "replace")
@@ -68,7 +69,7 @@ class SSEDecoder:
                 if event is not None:
                     return [event]
                 return _events(text.split("\n\n"))
-        buffer = self._buffer + chunk if self._buffer else chunk
+        buffer = self.held + chunk if self.held else chunk
         held = b""
         if _CR in buffer:
             if buffer[-1] == 0x0D:  # a `\r` at the end: wait to see whether `\n` follows
@@ -76,15 +77,15 @@ class SSEDecoder:
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         cut = buffer.rfind(b"\n\n")
         if cut < 0:
-            self._buffer = buffer + held
+            self.held = buffer + held
             return []
-        self._buffer = buffer[cut + 2 :] + held
+        self.held = buffer[cut + 2 :] + held
         # No UTF-8 sequence spans a line end, so whole events decode on their own.
         return _events(buffer[:cut].decode("utf-8", "replace").split("\n\n"))
 
     def close(self) -> list[SSEEvent]:
-        rest = self._buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        self._buffer = b""
+        rest = self.held.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        self.held = b""
         return _events(rest.decode("utf-8", "replace").split("\n\n")) if rest else []
 
 

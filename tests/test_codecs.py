@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import re
+from collections.abc import Iterable
 
 import orjson
 import pytest
@@ -25,13 +27,13 @@ from aiclient.canonical import (
     TextPart,
     Usage,
 )
-from aiclient.errors import InvalidRequest, UnsupportedConversion
+from aiclient.errors import InvalidRequest, UnsupportedConversion, UpstreamError
 from aiclient.pipeline import Framer, StreamPipeline
 from aiclient.protocols import ApiProtocol
-from aiclient.protocols.claude.stream import ClaudeStreamEncoder
+from aiclient.protocols.claude.stream import ClaudeStreamDecoder, ClaudeStreamEncoder
 from aiclient.protocols.codecs import CODECS
 from aiclient.protocols.openai.stream import OpenAIStreamEncoder
-from aiclient.sse import SSEDecoder, encode_sse
+from aiclient.sse import SSEDecoder, SSEEvent, encode_sse
 from tests.strategies import (
     answer_summary,
     events_of,
@@ -185,6 +187,248 @@ def test_text_fast_path_gives_the_general_paths_bytes(
         out = b"".join(pipeline.feed(chunk) for chunk in chunks)
         outputs.append(re.sub(rb'"created":\d+', b"", out + pipeline.close()))
     assert outputs[0] == outputs[1]
+
+
+# Bytes to put where a text delta's text goes: plain ones, escapes, quotes that change the
+# JSON around them, control bytes, invalid and valid UTF-8 (cut and whole), a second event.
+_SPLICES = st.lists(
+    st.sampled_from(
+        [
+            b"a",
+            b" tok",
+            b'"',
+            b"\\",
+            b"\\n",
+            b'\\"',
+            b"\\u00e9",
+            b"\x00",
+            b"\x1f",
+            b"\n",
+            b"\r",
+            b"\xff",
+            b"\xc3",
+            "é".encode(),
+            "汉字".encode(),
+            "\u2028".encode(),
+            b"}",
+            b'","extra":"',
+            b'"}}\n\nevent: ping\ndata: {"type":"ping","x":"',
+        ]
+    ),
+    max_size=5,
+).map(b"".join)
+_MARK = "\u2603MARK\u2603"
+
+
+def _stream_outcome(
+    client: ApiProtocol, upstream: ApiProtocol, chunks: list[bytes], fast: bool
+) -> object:
+    request = ChatRequest(model="m", messages=(), include_usage=True)
+    pipeline = StreamPipeline(
+        client,
+        Framer(),
+        CODECS[upstream].stream_decoder(),
+        CODECS[client].stream_encoder(request),
+        fast=fast,
+    )
+    out: list[bytes] = []
+    try:
+        out += [pipeline.feed(chunk) for chunk in chunks]
+        out.append(pipeline.close())
+        error = None
+    except UpstreamError as exc:
+        error = type(exc), str(exc)
+    written = re.sub(rb'"created":\d+', b"", b"".join(out))
+    return written if error is None else (written, error)
+
+
+@pytest.mark.parametrize(
+    ("client", "upstream"),
+    FAST_PAIRS,
+    ids=[f"{u.value}-to-{c.value}" for c, u in FAST_PAIRS],
+)
+@settings(max_examples=60, deadline=None)
+@given(response=responses(mixed=True), pieces=st.integers(1, 4), data=st.data())
+def test_text_deltas_read_from_the_last_ones_bytes_as_when_parsed(
+    client: ApiProtocol,
+    upstream: ApiProtocol,
+    response: ChatResponse,
+    pieces: int,
+    data: st.DataObject,
+) -> None:
+    """After a text delta, the pipeline reads a chunk that is the same bytes around
+    another JSON string without parsing it. Whatever is spliced there (escapes, quotes
+    that make it other JSON, control bytes, bad UTF-8, a second event), and however the
+    chunks fall (split, two in one, repeated), the client gets what the general path
+    gives, or the same error."""
+    request = ChatRequest(model="m", messages=(), include_usage=True)
+    encoder = CODECS[upstream].stream_encoder(request)
+    chunks: list[bytes] = []
+    for event in events_of(response, pieces):
+        chunks += [encode_sse(e) for e in encoder.feed(event)]
+        if isinstance(event, TextDelta):
+            probe = copy.deepcopy(encoder)
+            marked = b"".join(encode_sse(e) for e in probe.feed(TextDelta(_MARK)))
+            head, _, tail = marked.partition(orjson.dumps(_MARK))
+            for splice in data.draw(st.lists(_SPLICES, max_size=4)):
+                chunks.append(head + b'"' + splice + b'"' + tail)
+    edits = st.tuples(st.sampled_from(["split", "merge", "repeat"]), st.integers(0, 999))
+    for edit, n in data.draw(st.lists(edits, max_size=6)):
+        at = n % len(chunks)
+        if edit == "split":
+            cut = n % max(len(chunks[at]), 1)
+            chunks[at : at + 1] = [chunks[at][:cut], chunks[at][cut:]]
+        elif edit == "merge" and at + 1 < len(chunks):
+            chunks[at : at + 2] = [chunks[at] + chunks[at + 1]]
+        elif edit == "repeat":
+            chunks.insert(at, chunks[at])
+    fast = _stream_outcome(client, upstream, chunks, fast=True)
+    assert fast == _stream_outcome(client, upstream, chunks, fast=False)
+
+
+def _claude_delta(text: str) -> bytes:
+    return (
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+        b'"delta":{"type":"text_delta","text":' + orjson.dumps(text) + b"}}\n\n"
+    )
+
+
+_CLAUDE_OPENING = [
+    b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1",'
+    b'"type":"message","role":"assistant","model":"claude-x","content":[],'
+    b'"stop_reason":null,"usage":{"input_tokens":5,"output_tokens":1}}}\n\n',
+    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+    b'"content_block":{"type":"text","text":""}}\n\n',
+    _claude_delta("first"),
+]
+
+
+_CLAUDE_PING = b'event: ping\ndata: {"type":"ping"}\n\n'
+
+
+def _claude_block(index: int, kind: str) -> bytes:
+    return (
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":%d,'
+        b'"content_block":{"type":"%s","%s":""}}\n\n'
+        % (index, kind.encode(), kind.encode())
+    )
+
+
+def _claude_thought(text: str) -> bytes:
+    return (
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":1,'
+        b'"delta":{"type":"thinking_delta","thinking":' + orjson.dumps(text) + b"}}\n\n"
+    )
+
+
+_CLAUDE_CLOSING = [
+    b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n',
+    b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":'
+    b'"end_turn"},"usage":{"output_tokens":20}}\n\n',
+    b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+]
+
+
+def test_anthropic_text_deltas_are_read_without_parsing_each() -> None:
+    """Anthropic's text deltas differ only in their text: after the first two, the
+    pipeline reads the rest from their bytes (the upstream decoder sees none of them),
+    one per chunk or several (as a busy connection delivers them), and the OpenAI
+    client gets the same stream, each text where it belongs."""
+    texts = [f"tok{i} " for i in range(18)] + ["é\u2028汉", 'say "hi"\n']
+    deltas = [_claude_delta(text) for text in texts]
+    coalesced = [b"".join(deltas[i : i + 3]) for i in range(10, len(deltas), 3)]
+    wire = [*_CLAUDE_OPENING[:2], *deltas[:10], *coalesced, *_CLAUDE_CLOSING]
+    seen: list[str] = []
+
+    class Watched(ClaudeStreamDecoder):
+        def feed_text(self, event: SSEEvent) -> str | Iterable[StreamEvent]:
+            got = super().feed_text(event)
+            if isinstance(got, str):
+                seen.append(got)
+            return got
+
+    request = ChatRequest(model="m", messages=(), include_usage=True)
+    encoder = CODECS[ApiProtocol.OPENAI].stream_encoder(request)
+    pipeline = StreamPipeline(ApiProtocol.OPENAI, Framer(), Watched(), encoder)
+    out = b"".join(pipeline.feed(chunk) for chunk in wire) + pipeline.close()
+    assert len(seen) <= 2
+    general = _stream_outcome(ApiProtocol.OPENAI, ApiProtocol.CLAUDE, wire, fast=False)
+    assert re.sub(rb'"created":\d+', b"", out) == general
+    contents = [
+        choice["delta"].get("content")
+        for line in out.split(b"\n\n")
+        if line.startswith(b"data: {")
+        for choice in orjson.loads(line[6:])["choices"]
+    ]
+    assert [c for c in contents if c] == texts
+
+
+_A_AND_MOST_OF_B = _claude_delta("a") + _claude_delta("b")[:-6]
+_REST_OF_B = _claude_delta("b")[-6:]
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        # two deltas in a chunk, twice: the second chunk is not the second delta alone
+        [_claude_delta("a") + _claude_delta("b")] * 2,
+        # a delta completing a held one, then the same bytes with nothing held
+        [_claude_delta("a")[:30], _claude_delta("a")[30:], _claude_delta("a")[30:]],
+        # a delta and the start of the next, twice (after a template, and with none)
+        [_A_AND_MOST_OF_B, _A_AND_MOST_OF_B, _REST_OF_B],
+        [_CLAUDE_PING, _A_AND_MOST_OF_B, _A_AND_MOST_OF_B, _REST_OF_B],
+        # a text delta, then a thinking delta of the same text: that block is no text's
+        [
+            _CLAUDE_PING,
+            _claude_delta("a") + _claude_block(1, "thinking") + _claude_thought("a"),
+            _claude_thought("b"),
+        ],
+    ],
+    ids=["two-in-one", "completing", "half-after", "half-after-fresh", "then-thinking"],
+)
+def test_only_a_chunk_that_was_one_whole_delta_is_a_template(layout: list[bytes]) -> None:
+    """A chunk teaches the pipeline where its text sits only when it was one text
+    delta, whole, and nothing else: chunks that hold two events, end one begun before
+    or begin the next read as the general path reads them, however they repeat."""
+    wire = [*_CLAUDE_OPENING, *layout, _claude_delta("last"), *_CLAUDE_CLOSING]
+    fast = _stream_outcome(ApiProtocol.OPENAI, ApiProtocol.CLAUDE, wire, fast=True)
+    assert fast == _stream_outcome(ApiProtocol.OPENAI, ApiProtocol.CLAUDE, wire, fast=False)
+
+
+@pytest.mark.parametrize("spelling", ['"\\u0062ench"', '"bench"'], ids=["escaped", "plain"])
+def test_a_text_is_not_taken_for_another_string(spelling: str) -> None:
+    """The pipeline learns where a text delta's text sits only where no other string
+    of the chunk could be it: not from a text written with escapes (`\\u0062ench` for
+    `bench`: orjson's spelling is then another string's, here the model's), nor from
+    one spelt like another string. The next chunk's text is its own, not the model's."""
+
+    def chunk(model: str, content: str) -> bytes:
+        return (
+            b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"'
+            + model.encode()
+            + b'","choices":[{"index":0,"delta":{"content":'
+            + content.encode()
+            + b'},"finish_reason":null}]}\n\n'
+        )
+
+    wire = [
+        chunk("bench", '""'),
+        chunk("bench", '"hi"'),  # opens the client's text block: nothing learnt
+        chunk("bench", spelling),
+        chunk("other", spelling),
+        b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"bench",'
+        b'"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n',
+        b"data: [DONE]\n\n",
+    ]
+    out = _stream_outcome(ApiProtocol.CLAUDE, ApiProtocol.OPENAI, wire, fast=True)
+    assert out == _stream_outcome(ApiProtocol.CLAUDE, ApiProtocol.OPENAI, wire, fast=False)
+    assert isinstance(out, bytes)
+    texts = [
+        orjson.loads(line.partition(b"data: ")[2])["delta"].get("text")
+        for line in out.split(b"\n\n")
+        if b"text_delta" in line
+    ]
+    assert texts == ["hi", "bench", "bench"]
 
 
 def _gemini_chunk(text: str, tokens: int, finish: str | None = None) -> bytes:

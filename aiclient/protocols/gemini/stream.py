@@ -50,6 +50,10 @@ _TEXT_START = b'data: {"candidates":[{"content":{"role":"model","parts":[{"text"
 
 
 class GeminiStreamDecoder:
+    # Every chunk carries the running usageMetadata, so no two text deltas are alike
+    # outside their text: the pipeline need not look for a template (pipeline.py).
+    text_deltas_vary = True
+
     def __init__(self) -> None:
         self._started = False
         self._finish: Any = None
