@@ -14,20 +14,22 @@ the general path's (a test checks it on generated streams).
 
 Text deltas mostly differ only in their text: Anthropic's always, OpenAI-compatible
 servers' mostly (Gemini's and OpenAI's own carry running counts or padding that change).
-So once a chunk has ended with a text delta, that event's bytes before and after its
-text's JSON string are a *template*: the next chunk's events made of the same bytes
-around another JSON string (orjson parses just that string, escapes and all) are the
-same document with one string changed, so text deltas of those strings; they go to the
-encoder with no SSE decoding, full parse or decoder, one per chunk (an upstream writing
-as the tokens come) or several (a busy connection). A template is learnt only from an
-event whose bytes alone read as that event, hold no backslash (so the text's string is
-written as orjson writes it) and hold that string once (so it is the text's and no other
-string's). The decoder is skipped for the events that fit, so its `feed_text` must leave
-the same state for them as for the template's (what it keeps of a text delta may come
-only from outside the text, and keeping it twice must change nothing). The template is
-dropped whenever the general path runs; a stream whose text deltas keep missing it (a
-running count, padding) stops learning, and one whose decoder says they always differ
-(`text_deltas_vary`: Gemini's) never starts.
+So a text delta's event, its data before and after its text's JSON string, is a
+*template* (a `Shape`): a next event of the same name made of the same data around
+another JSON string (orjson parses just that string, escapes and all) is the same
+document with one string changed, so a text delta of that string, and goes to the
+encoder without the full parse or the decoder. When the delta came alone in its chunk,
+the chunk's bytes around the string are a template too, and a next chunk that fits it
+skips SSE decoding as well: upstreams writing as the tokens come send one event a chunk,
+a busy connection delivers several. A template is learnt only from bytes or data that
+hold no backslash (so the text's string is written as orjson writes it) and hold that
+string once (so it is the text's and no other string's). The decoder is skipped for the
+events that fit, so its `feed_text` must leave the same state for them as for the
+template's (what it keeps of a text delta may come only from outside the text, and
+keeping it twice must change nothing); an event that does not fit drops the template
+before the decoder reads it. A stream whose text deltas keep missing the last one's
+template (a running count, padding) stops learning, and one whose decoder says they
+always differ (`text_deltas_vary`: Gemini's) never starts.
 """
 
 from __future__ import annotations
@@ -58,27 +60,35 @@ _BACKSLASH = 0x5C
 _MISSES = 2
 
 
-def _template(
-    chunk: bytes, event: SSEEvent | None, text: str
-) -> tuple[bytes, bytes] | None:
-    """The bytes around `text`'s JSON string in the event that ends `chunk`, a text
-    delta of `text`: the whole chunk (`event` None), or its last block, which must read
-    as `event` alone. None where the bytes cannot be told for sure."""
-    if event is None:
-        block = chunk
-    else:
-        blank = b"\r\n\r\n" if chunk.endswith(b"\r\n\r\n") else b"\n\n"
-        cut = chunk.rfind(blank, 0, len(chunk) - len(blank))
-        block = chunk[cut + len(blank) :] if cut >= 0 else chunk
-        if SSEDecoder().feed(block) != [event]:
-            return None
-    if _BACKSLASH in block:  # the text's string may be escaped otherwise than orjson's
+def _template(chunk: bytes, text: str) -> tuple[bytes, bytes] | None:
+    """The bytes around `text`'s JSON string in `chunk`, a chunk that was one text delta
+    of `text` alone; None where they cannot be told for sure."""
+    if _BACKSLASH in chunk:  # the text's string may be escaped otherwise than orjson's
         return None
     string = orjson.dumps(text)
-    at = block.find(string)
-    if at < 0 or block.rfind(string) != at:  # not there as orjson writes it, or twice
+    at = chunk.find(string)
+    if at < 0 or chunk.rfind(string) != at:  # not there as orjson writes it, or twice
         return None
-    return block[: at + 1], block[at + len(string) - 1 :]
+    return chunk[: at + 1], chunk[at + len(string) - 1 :]
+
+
+# An event's name, its data before and after a text's JSON string, and where that
+# string starts and how far before the data's end it stops.
+Shape = tuple[str | None, str, str, int, int]
+_NO_SHAPE: Shape = (None, "", "", 0, 0)
+
+
+def _shape(event: SSEEvent, text: str) -> Shape | None:
+    """`_template` for an event, a text delta of `text`: its name and data."""
+    data = event.data
+    if "\\" in data:
+        return None
+    string = f'"{text}"'  # orjson's spelling, as nothing in the data is escaped
+    at = data.find(string)
+    if at < 0 or data.rfind(string) != at:
+        return None
+    head, tail = data[: at + 1], data[at + len(string) - 1 :]
+    return event.event, head, tail, len(head) - 1, len(tail) - 1
 
 
 class Framer:
@@ -144,8 +154,10 @@ class StreamPipeline:
         if fast and on_event is None and type(framer) is Framer:
             self._text_in = getattr(decoder, "feed_text", None)
             self._text_out = getattr(encoder, "text", None)
-        # The last text delta's chunk around its text (module docstring).
+        # The last text delta around its text: its chunk's bytes, its event's name and
+        # data (module docstring).
         self._template: tuple[bytes, bytes] | None = None
+        self._shape: Shape | None = None
         self._learning = (
             self._text_in is not None
             and self._text_out is not None
@@ -160,24 +172,64 @@ class StreamPipeline:
                 out.append(self._framer.start())
             out.append(self._framer.frame(event))
 
-    def _events(self, events: Iterable[SSEEvent], out: list[bytes]) -> str | None:
-        """Convert `events` into `out`; the last one's text if it took the fast path."""
+    def _events(self, events: Iterable[SSEEvent], out: list[bytes]) -> None:
         if self._decoder is None or self._encoder is None:
             self._frame(events, out)
-            return None
+            return
         text_in, text_out = self._text_in, self._text_out
         if text_in is None or text_out is None:
             for event in events:
                 self._canonical(self._decoder.feed(event), out)
-            return None
-        text: str | None = None
+            return
         for event in events:
             got = text_in(event)
             if isinstance(got, str):
                 data = text_out(got) if self._started else None
                 if data is not None:
                     out.append(data)
+                    continue
+                got = (TextDelta(got),)
+            self._canonical(got, out)
+
+    def _shaped(self, events: list[SSEEvent], out: list[bytes]) -> str | None:
+        """`_events` with templates: the events that fit the last text delta's read from
+        their strings, every other one as `_events` reads it, and a text delta among
+        these the new template (module docstring). The last event's text, if it was a
+        text delta."""
+        text_in, text_out = self._text_in, self._text_out
+        assert text_in is not None
+        assert text_out is not None
+        text: str | None = None
+        shape = self._shape
+        name, head, tail, start, cut = shape or _NO_SHAPE
+        for event in events:
+            missed = shape is not None
+            if missed:
+                kind, string = event  # an SSEEvent, unpacked: a field read costs more
+                if string.startswith(head) and string.endswith(tail) and kind == name:
+                    # The last delta's data around another JSON string: that string's
+                    # text, if it is one (orjson says).
+                    try:
+                        text = orjson.loads(string[start : len(string) - cut])
+                    except orjson.JSONDecodeError:
+                        text = None
+                    if text:
+                        data = text_out(text)
+                        out.append(data if data is not None else self._text_delta(text))
+                        continue
+                shape = self._shape = None
+            got = text_in(event)
+            if isinstance(got, str):
+                data = text_out(got) if self._started else None
+                if data is not None:
+                    out.append(data)
                     text = got
+                    if self._learning:
+                        if missed:  # a text delta in other bytes than the last one
+                            self._misses += 1
+                            self._learning = self._misses < _MISSES
+                        shape = self._shape = _shape(event, got)
+                        name, head, tail, start, cut = shape or _NO_SHAPE
                     continue
                 got = (TextDelta(got),)
             text = None
@@ -193,77 +245,49 @@ class StreamPipeline:
 
     def feed(self, chunk: bytes) -> bytes:
         template = self._template
-        if template is not None:  # so nothing is held: the last chunk ended an event
+        if template is not None:  # so nothing is held: the last chunk was one event
             head, tail = template
-            if chunk.startswith(head):
-                end = chunk.find(tail, len(head))
-                if end == len(chunk) - len(tail):
-                    # Most often one delta: the template's bytes around another JSON
-                    # string, that string's text if it is one (orjson says; module
-                    # docstring).
-                    try:
-                        text = orjson.loads(chunk[len(head) - 1 : end + 1])
-                    except orjson.JSONDecodeError:
-                        text = None
-                    if text:
-                        assert self._text_out is not None
-                        data = self._text_out(text)
-                        return data if data is not None else self._text_delta(text)
-                elif end > 0:
-                    return self._templated(chunk, head, tail)
+            end = len(chunk) - len(tail)
+            if chunk.startswith(head) and chunk.find(tail, len(head)) == end:
+                # The last chunk's bytes around another JSON string: that string's text,
+                # if it is one (orjson says; module docstring).
+                try:
+                    text = orjson.loads(chunk[len(head) - 1 : end + 1])
+                except orjson.JSONDecodeError:
+                    text = None
+                if text:
+                    assert self._text_out is not None
+                    data = self._text_out(text)
+                    return data if data is not None else self._text_delta(text)
             self._template = None
-            return self._learn(chunk, missed=True)
-        if self._learning:
-            return self._learn(chunk, missed=False)
-        out: list[bytes] = []
-        try:
-            self._events(self._sse.feed(chunk), out)
-        except UNREADABLE as exc:
-            raise UpstreamProtocolError(_UNREADABLE_EVENT) from exc
-        return b"".join(out)  # one piece (the usual case) is returned as it is
-
-    def _templated(self, chunk: bytes, head: bytes, tail: bytes) -> bytes:
-        """`feed` with a template: the deltas that fit it at the chunk's start read from
-        their strings, the rest (from an event's start) by the general path."""
-        assert self._text_out is not None
-        out: list[bytes] = []
-        at = 0
-        while chunk.startswith(head, at):
-            end = chunk.find(tail, at + len(head))
-            if end < 0:
-                break
+        elif not self._learning and self._shape is None:
+            out: list[bytes] = []
             try:
-                text = orjson.loads(chunk[at + len(head) - 1 : end + 1])
-            except orjson.JSONDecodeError:
-                break
-            if not text:
-                break
-            data = self._text_out(text)
-            out.append(data if data is not None else self._text_delta(text))
-            at = end + len(tail)
-        if at < len(chunk):
-            self._template = None
-            out.append(self._learn(chunk[at:] if at else chunk, missed=not at))
-        return b"".join(out)
+                self._events(self._sse.feed(chunk), out)
+            except UNREADABLE as exc:
+                raise UpstreamProtocolError(_UNREADABLE_EVENT) from exc
+            return b"".join(out)  # one piece (the usual case) is returned as it is
+        return self._learn(chunk)
 
-    def _learn(self, chunk: bytes, *, missed: bool) -> bytes:
-        """`feed`'s general path, taking the chunk's last event as the template when it
-        was a text delta; `missed`: the last chunk was a text delta in other bytes."""
+    def _learn(self, chunk: bytes) -> bytes:
+        """`feed`'s general path, taking the chunk as the template when it was one text
+        delta alone."""
         sse = self._sse
-        alone = not sse.held  # so far: the chunk starts an event
+        alone = not sse.held
         out: list[bytes] = []
         try:
             events = sse.feed(chunk)
-            text = self._events(events, out)
+            text = self._shaped(events, out)
         except UNREADABLE as exc:
             raise UpstreamProtocolError(_UNREADABLE_EVENT) from exc
-        if text is not None and not sse.held:
-            if missed:
-                self._misses += 1
-                self._learning = self._misses < _MISSES
-            if self._learning:
-                alone = alone and len(events) == 1
-                self._template = _template(chunk, None if alone else events[-1], text)
+        if (
+            self._learning
+            and text is not None
+            and alone
+            and len(events) == 1
+            and not sse.held
+        ):
+            self._template = _template(chunk, text)
         return b"".join(out)
 
     def _text_delta(self, text: str) -> bytes:

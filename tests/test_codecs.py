@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aiclient import pipeline as pipeline_module
 from aiclient.canonical import (
     ChatRequest,
     ChatResponse,
@@ -306,6 +307,14 @@ _CLAUDE_OPENING = [
 _CLAUDE_PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 
 
+def _untyped_delta(name: str, text: str) -> bytes:
+    """A text delta whose data has no type: its event's name says what it is."""
+    return (
+        b"event: " + name.encode() + b'\ndata: {"index":0,'
+        b'"delta":{"type":"text_delta","text":' + orjson.dumps(text) + b"}}\n\n"
+    )
+
+
 def _claude_block(index: int, kind: str) -> bytes:
     return (
         b'event: content_block_start\ndata: {"type":"content_block_start","index":%d,'
@@ -329,16 +338,20 @@ _CLAUDE_CLOSING = [
 ]
 
 
-def test_anthropic_text_deltas_are_read_without_parsing_each() -> None:
+def test_anthropic_text_deltas_are_read_without_parsing_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Anthropic's text deltas differ only in their text: after the first two, the
-    pipeline reads the rest from their bytes (the upstream decoder sees none of them),
-    one per chunk or several (as a busy connection delivers them), and the OpenAI
-    client gets the same stream, each text where it belongs."""
+    pipeline reads the rest from their bytes (the upstream decoder sees none of them;
+    sent one a chunk, neither does the SSE decoder), one per chunk or several (as a
+    busy connection delivers them), and the OpenAI client gets the same stream, each
+    text where it belongs."""
     texts = [f"tok{i} " for i in range(18)] + ["é\u2028汉", 'say "hi"\n']
     deltas = [_claude_delta(text) for text in texts]
     coalesced = [b"".join(deltas[i : i + 3]) for i in range(10, len(deltas), 3)]
     wire = [*_CLAUDE_OPENING[:2], *deltas[:10], *coalesced, *_CLAUDE_CLOSING]
     seen: list[str] = []
+    parsed: list[bytes] = []
 
     class Watched(ClaudeStreamDecoder):
         def feed_text(self, event: SSEEvent) -> str | Iterable[StreamEvent]:
@@ -347,11 +360,19 @@ def test_anthropic_text_deltas_are_read_without_parsing_each() -> None:
                 seen.append(got)
             return got
 
+    class Counted(SSEDecoder):
+        def feed(self, chunk: bytes) -> list[SSEEvent]:
+            parsed.append(chunk)
+            return super().feed(chunk)
+
+    monkeypatch.setattr(pipeline_module, "SSEDecoder", Counted)
     request = ChatRequest(model="m", messages=(), include_usage=True)
     encoder = CODECS[ApiProtocol.OPENAI].stream_encoder(request)
     pipeline = StreamPipeline(ApiProtocol.OPENAI, Framer(), Watched(), encoder)
     out = b"".join(pipeline.feed(chunk) for chunk in wire) + pipeline.close()
     assert len(seen) <= 2
+    # one delta a chunk: after the first two, not even split into events
+    assert not set(deltas[2:10]) & set(parsed)
     general = _stream_outcome(ApiProtocol.OPENAI, ApiProtocol.CLAUDE, wire, fast=False)
     assert re.sub(rb'"created":\d+', b"", out) == general
     contents = [
@@ -377,6 +398,11 @@ _REST_OF_B = _claude_delta("b")[-6:]
         # a delta and the start of the next, twice (after a template, and with none)
         [_A_AND_MOST_OF_B, _A_AND_MOST_OF_B, _REST_OF_B],
         [_CLAUDE_PING, _A_AND_MOST_OF_B, _A_AND_MOST_OF_B, _REST_OF_B],
+        # deltas named by their event alone, then one under another name
+        [
+            _CLAUDE_PING,
+            _untyped_delta("content_block_delta", "a") + _untyped_delta("ping", "b"),
+        ],
         # a text delta, then a thinking delta of the same text: that block is no text's
         [
             _CLAUDE_PING,
@@ -384,7 +410,14 @@ _REST_OF_B = _claude_delta("b")[-6:]
             _claude_thought("b"),
         ],
     ],
-    ids=["two-in-one", "completing", "half-after", "half-after-fresh", "then-thinking"],
+    ids=[
+        "two-in-one",
+        "completing",
+        "half-after",
+        "half-after-fresh",
+        "renamed",
+        "then-thinking",
+    ],
 )
 def test_only_a_chunk_that_was_one_whole_delta_is_a_template(layout: list[bytes]) -> None:
     """A chunk teaches the pipeline where its text sits only when it was one text
