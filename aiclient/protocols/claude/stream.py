@@ -77,7 +77,8 @@ class ClaudeStreamDecoder:
 
     def feed_text(self, event: SSEEvent) -> str | Iterable[StreamEvent]:
         """`feed`, except that a text delta (most of a stream) comes back as the text
-        itself: the pipeline's fast path."""
+        itself: the pipeline's fast path. It keeps nothing of a text delta, so the
+        pipeline may skip it for one that differs only in its text (templates)."""
         try:
             data = orjson.loads(event.data)
         except orjson.JSONDecodeError:

@@ -70,7 +70,9 @@ class OpenAIStreamDecoder:
 
     def feed_text(self, event: SSEEvent) -> str | Iterable[StreamEvent]:
         """`feed`, except that a chunk carrying nothing but text (most of a stream)
-        comes back as the text itself: the pipeline's fast path."""
+        comes back as the text itself: the pipeline's fast path. Once started, it keeps
+        nothing of such a chunk, so the pipeline may skip it for one that differs only
+        in its text (templates)."""
         if not self._started:
             return self.feed(event)
         try:
