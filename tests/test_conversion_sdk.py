@@ -130,6 +130,39 @@ async def test_stream(
 
 
 @parametrize_pairs
+async def test_stream_written_token_by_token(
+    driver: Driver,
+    pair: tuple[str, str],
+    fakes: dict[str, FakeUpstream],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An upstream writing its text a delta at a time, as tokens come: every SDK reads
+    the whole text, newlines, quotes, backslashes and non-ASCII included. Converted
+    from an Anthropic or OpenAI upstream, the proxy reads most deltas from the last
+    one's bytes (the pipeline's templates): the upstream decoder sees only those up to
+    the first it can learn from (one written without escapes)."""
+    client, upstream = PROTOCOLS[pair[0]], PROTOCOLS[pair[1]]
+    decoder = type(CODECS[upstream].stream_decoder())
+    texts: list[str] = []
+    read = decoder.feed_text  # type: ignore[attr-defined]
+
+    def counted(self: Any, event: Any) -> Any:
+        got = read(self, event)
+        if isinstance(got, str):
+            texts.append(got)
+        return got
+
+    monkeypatch.setattr(decoder, "feed_text", counted)
+    fake = fakes[pair[1]]
+    fake.default_text = 'Line one,\nsays "hi" \\ é 汉字 — done. ' * 5
+    fake.stream_chunks = 30
+    fake.delay_between_chunks = 0.002
+    assert await driver.stream("Hi") == fake.default_text
+    if client is not upstream and upstream is not ApiProtocol.GEMINI:
+        assert len(texts) <= fake.stream_chunks // 5
+
+
+@parametrize_pairs
 @pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
 async def test_tool_round_trip(
     driver: Driver, pair: tuple[str, str], fakes: dict[str, FakeUpstream], stream: bool
