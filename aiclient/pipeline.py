@@ -30,10 +30,22 @@ keeping it twice must change nothing); an event that does not fit drops the temp
 before the decoder reads it. A stream whose text deltas keep missing the last one's
 template (a running count, padding) stops learning, and one whose decoder says they
 always differ (`text_deltas_vary`: Gemini's) never starts.
+
+A busy connection delivers many events a read, most of them text deltas that fit the
+template. A run of them in a read is converted whole (`Run`): split at the
+bytes between two deltas (the last one's end and the next one's start, which no text
+can hold: they break the line the data is on), the texts whose strings need no escape
+(no quote, backslash or control byte: orjson would write them as they are) are put
+between the client's bytes for a text: what the encoder's `text` writes around any text
+(so it must write the same around every one, and keep nothing), found by writing one no
+client's bytes hold. A delta that needs escapes is read alone and the run goes on after
+it; the events before the first delta are read one at a time, the rest of the read
+after the last delta together.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from typing import AnyStr
 
@@ -84,6 +96,28 @@ def _template(chunk: bytes, text: str) -> tuple[bytes, bytes] | None:
 # string starts and how far before the data's end it stops.
 Shape = tuple[str | None, str, str, int, int]
 _NO_SHAPE: Shape = (None, "", "", 0, 0)
+
+
+# A run of text deltas that fit a Shape, read whole: the bytes of one such event before
+# and after its text (quotes included), the bytes between two of them (end, then
+# start), and the client's bytes before a text, between two and after the last.
+Run = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
+# What a text's JSON string holds besides the text when orjson writes it, or the text
+# cannot be told from the bytes around it: a quote, a backslash, a control byte.
+_ESCAPED = re.compile(rb'["\\\x00-\x1f]')
+# Events split off a read, at most, to learn a template before reading the rest together.
+_PEELED = 4
+# A text no client's bytes hold (a private use character): where the encoder puts it
+# is where every text goes.
+_PROBE = "\ue000"
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _shape(event: SSEEvent, text: str) -> Shape | None:
@@ -169,6 +203,9 @@ class StreamPipeline:
             and not getattr(decoder, "text_deltas_vary", False)
         )
         self._misses = 0
+        # The run read for `_shape` (None: none can be), computed when first needed.
+        self._run: Run | None = None
+        self._run_shape: Shape | None = None
 
     def _frame(self, events: Iterable[SSEEvent], out: list[bytes]) -> None:
         for event in events:
@@ -276,11 +313,43 @@ class StreamPipeline:
 
     def _learn(self, chunk: bytes) -> bytes:
         """`feed`'s general path, taking the chunk as the template when it was one text
-        delta alone."""
+        delta alone, and reading the runs of deltas that fit the last one's whole: the
+        events before them are split off one at a time (at most `_PEELED` to learn a
+        template), the events after them read together."""
         sse = self._sse
-        alone = not sse.held
         out: list[bytes] = []
         try:
+            peeled = 0
+            while not sse.held:  # at an event's start: what follows can be read apart
+                # The first event's end (a blank line: `\n\n` is one, CRs or not), if
+                # it is whole and more follow
+                end = chunk.find(b"\n\n") + 2
+                if end < 2 or end == len(chunk):
+                    break
+                shape = self._shape
+                if shape is None:
+                    if not self._learning or peeled == _PEELED:
+                        break
+                    peeled += 1
+                else:
+                    if self._run_shape is not shape:
+                        self._run_shape = shape
+                        self._run = self._new_run(shape)
+                    run = self._run
+                    if run is None:
+                        break
+                    if chunk.startswith(run[0]):
+                        rest = self._read_run(chunk, run, out)
+                        if rest is not chunk:  # a run was read
+                            if not rest:
+                                return b"".join(out)
+                            chunk = rest
+                            continue
+                    if chunk.find(run[0], end) < 0:  # no delta after this event
+                        break
+                self._shaped(sse.feed(chunk[:end]), out)
+                chunk = chunk[end:]
+            alone = not sse.held
             events = sse.feed(chunk)
             text = self._shaped(events, out)
         except UNREADABLE as exc:
@@ -294,6 +363,59 @@ class StreamPipeline:
         ):
             self._template = _template(chunk, text)
         return b"".join(out)
+
+    def _new_run(self, shape: Shape) -> Run | None:
+        """The run for deltas that fit `shape`, written as the SSE decoder reads an event
+        (`event: ` and `data: ` lines); None when the encoder's bytes for a text do not
+        show where the text goes."""
+        assert self._text_out is not None
+        written = self._text_out(_PROBE)
+        if written is None:
+            return None
+        around = written.split(orjson.dumps(_PROBE))
+        if len(around) != 2:
+            return None
+        name, head, tail, _, _ = shape
+        if "\n" in head or "\n" in tail:  # data of several lines: not written as one
+            return None
+        start = f"event: {name}\ndata: {head}" if name is not None else f"data: {head}"
+        before, after = start.encode(), f"{tail}\n\n".encode()
+        first, last = around[0] + b'"', b'"' + around[1]
+        return before, after, after + before, first, last + first, last
+
+    @staticmethod
+    def _read_run(chunk: bytes, run: Run, out: list[bytes]) -> bytes:
+        """The client's bytes for the run of fitting text deltas `chunk` starts with
+        (onto `out`); what follows it (`chunk` itself when no delta there fits)."""
+        before, after, between, first, joint, last = run
+        texts = chunk.split(between)
+        end = texts.pop()  # the last delta and the rest of the chunk, if it was one
+        if texts:
+            texts[0] = texts[0][len(before) :]
+        else:
+            end = end[len(before) :]
+        quote = end.find(0x22)
+        if quote > 0 and end.startswith(after, quote):
+            texts.append(end[:quote])
+        elif not texts:
+            return chunk
+        spread = b" ".join(texts)  # spaced: UTF-8 is checked text by text
+        if (
+            not all(texts)
+            or _ESCAPED.search(spread)
+            or not (spread.isascii() or _utf8(spread))
+        ):
+            fits = 0
+            for text in texts:  # up to the first that cannot be copied
+                if not text or _ESCAPED.search(text) or not _utf8(text):
+                    break
+                fits += 1
+            if not fits:
+                return chunk
+            del texts[fits:]
+        out.append(first + joint.join(texts) + last)
+        used = len(texts) * (len(before) + len(after)) + sum(map(len, texts))
+        return chunk[used:]
 
     def _text_delta(self, text: str) -> bytes:
         out: list[bytes] = []

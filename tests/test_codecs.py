@@ -87,22 +87,12 @@ def test_streams_agree_with_whole_answers(
     upstream_bytes = b"".join(
         encode_sse(e) for ev in events_of(response, pieces) for e in encoder.feed(ev)
     )
-    decoder = CODECS[upstream].stream_decoder()
-    canonical: list[StreamEvent] = []
-    sse = SSEDecoder()
-    for event in sse.feed(upstream_bytes) + sse.close():
-        canonical += decoder.feed(event)
-    canonical += decoder.close()
+    canonical = _read_back(upstream, upstream_bytes)
     client_encoder = CODECS[client].stream_encoder(request)
     client_bytes = b"".join(
         encode_sse(e) for ev in canonical for e in client_encoder.feed(ev)
     )
-    client_decoder = CODECS[client].stream_decoder()
-    final: list[StreamEvent] = []
-    sse = SSEDecoder()
-    for event in sse.feed(client_bytes) + sse.close():
-        final += client_decoder.feed(event)
-    final += client_decoder.close()
+    final = _read_back(client, client_bytes)
     assert answer_summary(fold(final)) == answer_summary(response)
 
 
@@ -210,6 +200,7 @@ _SPLICES = st.lists(
             b"\r",
             b"\xff",
             b"\xc3",
+            b"\xa9",
             "é".encode(),
             "汉字".encode(),
             "\u2028".encode(),
@@ -221,6 +212,16 @@ _SPLICES = st.lists(
     max_size=5,
 ).map(b"".join)
 _MARK = "\u2603MARK\u2603"
+
+
+def _read_back(protocol: ApiProtocol, data: bytes) -> list[StreamEvent]:
+    """A stream's SSE bytes read as `protocol`'s client reads them."""
+    events: list[StreamEvent] = []
+    sse = SSEDecoder()
+    decoder = CODECS[protocol].stream_decoder()
+    for event in sse.feed(data) + sse.close():
+        events += decoder.feed(event)
+    return events + list(decoder.close())
 
 
 def _stream_outcome(
@@ -254,9 +255,10 @@ def test_text_deltas_read_from_the_last_ones_bytes_as_when_parsed(
     data: st.DataObject,
 ) -> None:
     """After a text delta, the pipeline reads a chunk that is the same bytes around
-    another JSON string without parsing it. Whatever is spliced there (escapes, quotes
-    that make it other JSON, control bytes, bad UTF-8, a second event), and however the
-    chunks fall (split, two in one, repeated), the client gets what the general path
+    another JSON string without parsing it, and a run of such deltas whole. Whatever is
+    spliced there (escapes, quotes that make it other JSON, control bytes, bad UTF-8, a
+    second event, the bytes between two deltas), and however the chunks fall (split,
+    two in one, repeated, many in one read), the client gets what the general path
     gives, or the same error."""
     request = ChatRequest(model="m", messages=(), include_usage=True)
     encoder = CODECS[upstream].stream_encoder(request)
@@ -267,9 +269,14 @@ def test_text_deltas_read_from_the_last_ones_bytes_as_when_parsed(
             probe = copy.deepcopy(encoder)
             marked = b"".join(encode_sse(e) for e in probe.feed(TextDelta(_MARK)))
             head, _, tail = marked.partition(orjson.dumps(_MARK))
-            for splice in data.draw(st.lists(_SPLICES, max_size=4)):
+            # the bytes between two such deltas, whole and cut, inside a text
+            joints = [b'a"' + tail + head + b'"b', tail + head, b'"' + tail[:-2]]
+            splices = st.one_of(_SPLICES, st.sampled_from(joints))
+            for splice in data.draw(st.lists(splices, max_size=6)):
                 chunks.append(head + b'"' + splice + b'"' + tail)
-    edits = st.tuples(st.sampled_from(["split", "merge", "repeat"]), st.integers(0, 999))
+    edits = st.tuples(
+        st.sampled_from(["split", "merge", "repeat", "coalesce"]), st.integers(0, 999)
+    )
     for edit, n in data.draw(st.lists(edits, max_size=6)):
         at = n % len(chunks)
         if edit == "split":
@@ -279,8 +286,145 @@ def test_text_deltas_read_from_the_last_ones_bytes_as_when_parsed(
             chunks[at : at + 2] = [chunks[at] + chunks[at + 1]]
         elif edit == "repeat":
             chunks.insert(at, chunks[at])
+        elif edit == "coalesce":  # a busy connection's read: up to 10 chunks
+            chunks[at : at + 2 + n % 9] = [b"".join(chunks[at : at + 2 + n % 9])]
     fast = _stream_outcome(client, upstream, chunks, fast=True)
     assert fast == _stream_outcome(client, upstream, chunks, fast=False)
+
+
+# The pairs whose upstream's text deltas can be read from their bytes (Gemini's carry
+# running counts).
+RUN_PAIRS = [(c, u) for c, u in FAST_PAIRS if u is not ApiProtocol.GEMINI]
+
+
+@pytest.mark.parametrize(
+    ("client", "upstream"), RUN_PAIRS, ids=[f"{u.value}-to-{c.value}" for c, u in RUN_PAIRS]
+)
+@settings(max_examples=200, deadline=None)
+@given(
+    strings=st.lists(
+        st.one_of(
+            # mostly texts (as their JSON strings), so that runs are long
+            *[st.text(min_size=1, max_size=6).map(lambda t: orjson.dumps(t)[1:-1])] * 6,
+            _SPLICES,
+            st.sampled_from(["joint", "cut joint", "joint in text", "cut char"]),
+        ),
+        max_size=24,
+    ),
+    reads=st.lists(st.integers(0, 10**6), max_size=5),
+    byte_cut=st.integers(0, 10**6) | st.none(),
+)
+def test_many_text_deltas_in_a_read_read_as_one_by_one(
+    client: ApiProtocol,
+    upstream: ApiProtocol,
+    strings: list[bytes | str],
+    reads: list[int],
+    byte_cut: int | None,
+) -> None:
+    """A busy connection's read holds many text deltas: the pipeline converts a run of
+    them that fit the last delta's bytes whole. Whatever their strings hold (text of
+    any kind, escapes, raw quotes and control bytes, bad UTF-8, the bytes that come
+    between two deltas) and wherever the reads end, the client gets what the general
+    path gives, delta by delta, or the same error."""
+    request = ChatRequest(model="m", messages=(), include_usage=True)
+    encoder = CODECS[upstream].stream_encoder(request)
+    events = [
+        *encoder.feed(MessageStart("r1", "m")),
+        *encoder.feed(TextDelta("first")),
+    ]
+    marked = b"".join(encode_sse(e) for e in copy.deepcopy(encoder).feed(TextDelta(_MARK)))
+    head, _, tail = marked.partition(orjson.dumps(_MARK))
+    joints = {
+        "joint": [tail + head],
+        "cut joint": [tail[:-1]],
+        "joint in text": [b'a"' + tail + head + b'"b'],
+        "cut char": [b"a\xc3", b"\xa9b"],  # é's UTF-8 across two deltas
+    }
+    wire = [encode_sse(e) for e in events]
+    for string in strings:
+        for spliced in joints[string] if isinstance(string, str) else [string]:
+            wire.append(head + b'"' + spliced + b'"' + tail)
+    wire += [encode_sse(e) for e in encoder.feed(MessageStop(StopReason.END_TURN))]
+    # reads ending between events, one of them maybe inside an event
+    ends = sorted({0, len(wire), *(n % (len(wire) + 1) for n in reads)})
+    chunks = [b"".join(wire[a:b]) for a, b in itertools.pairwise(ends)]
+    if byte_cut is not None:
+        at = byte_cut % len(chunks)
+        cut = byte_cut % (len(chunks[at]) + 1)
+        chunks[at : at + 1] = [chunks[at][:cut], chunks[at][cut:]]
+    fast = _stream_outcome(client, upstream, chunks, fast=True)
+    assert fast == _stream_outcome(client, upstream, chunks, fast=False)
+
+
+@pytest.mark.parametrize(
+    ("client", "upstream"), RUN_PAIRS, ids=[f"{u.value}-to-{c.value}" for c, u in RUN_PAIRS]
+)
+def test_a_stream_read_at_once_is_converted_a_run_at_a_time(
+    client: ApiProtocol, upstream: ApiProtocol, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whole stream in one read, as a busy proxy gets a fast upstream's: after the
+    delta that teaches the pipeline its bytes, no text delta reaches the upstream
+    decoder, and none written without escapes is even split into events. Those with
+    newlines or quotes in them are read apart, and the runs go on after them. The
+    client gets every text, in order, in the general path's bytes."""
+    texts = [
+        f"tok{i} " if i % 7 else "line\n" if i % 2 else 'say "hi"' for i in range(1, 41)
+    ]
+    texts[20] = "é汉\u2028"
+    request = ChatRequest(model="m", messages=(), include_usage=True)
+    encoder = CODECS[upstream].stream_encoder(request)
+    opening = [*encoder.feed(MessageStart("r1", "m")), *encoder.feed(TextDelta("first"))]
+    deltas = [b"".join(encode_sse(e) for e in encoder.feed(TextDelta(t))) for t in texts]
+    closing = [*encoder.feed(MessageStop(StopReason.END_TURN, Usage(3, 41)))]
+    wire = [
+        encode_sse(opening[0]),
+        b"".join([*map(encode_sse, opening[1:]), *deltas, *map(encode_sse, closing)]),
+    ]
+    seen: list[str] = []
+    parsed: list[bytes] = []
+    decoder = CODECS[upstream].stream_decoder()
+
+    class Watched(type(decoder)):  # type: ignore[misc]
+        def feed_text(self, event: SSEEvent) -> str | Iterable[StreamEvent]:
+            got: str | Iterable[StreamEvent] = super().feed_text(event)
+            if isinstance(got, str):
+                seen.append(got)
+            return got
+
+    class Counted(SSEDecoder):
+        def feed(self, chunk: bytes) -> list[SSEEvent]:
+            parsed.append(chunk)
+            return super().feed(chunk)
+
+    monkeypatch.setattr(pipeline_module, "SSEDecoder", Counted)
+    pipeline = StreamPipeline(
+        client, Framer(), Watched(), CODECS[client].stream_encoder(request)
+    )
+    out = b"".join(pipeline.feed(chunk) for chunk in wire) + pipeline.close()
+    assert seen == ["first", texts[0]][: len(seen)]
+    plain = [d for d, t in zip(deltas, texts, strict=True) if b"\\" not in orjson.dumps(t)]
+    assert not [d for d in plain[1:] if any(d in chunk for chunk in parsed)]
+    monkeypatch.undo()
+    general = _stream_outcome(client, upstream, wire, fast=False)
+    assert re.sub(rb'"created":\d+', b"", out) == general
+    answer = fold(_read_back(client, out))
+    assert [p.text for p in answer.parts if isinstance(p, TextPart)] == [
+        "first" + "".join(texts)
+    ]
+
+
+def test_orjson_writes_a_text_as_it_is_but_for_quotes_backslashes_and_controls() -> None:
+    """What lets the pipeline copy a run's texts to the client without parsing them: a
+    JSON string with no quote, backslash or control byte in it is exactly orjson's
+    spelling of its text (every other character, non-ASCII, U+2028 and DEL included,
+    is written as it is)."""
+    text = "".join(
+        chr(c)
+        for c in range(0x20, 0x110000)
+        if c not in (0x22, 0x5C) and not 0xD800 <= c < 0xE000
+    )
+    assert orjson.dumps(text) == b'"' + text.encode() + b'"'
+    assert all(b"\\" in orjson.dumps(chr(c)) for c in [*range(0x20), 0x22, 0x5C])
 
 
 def _claude_delta(text: str) -> bytes:
@@ -309,6 +453,22 @@ def _untyped_delta(name: str, text: str) -> bytes:
         b"event: " + name.encode() + b'\ndata: {"index":0,'
         b'"delta":{"type":"text_delta","text":' + orjson.dumps(text) + b"}}\n\n"
     )
+
+
+def _two_lines(text: str, joint: bytes = b"\ndata: ") -> bytes:
+    """A text delta whose data is written on two lines."""
+    return (
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+        + joint
+        + b'"delta":{"type":"text_delta","text":'
+        + orjson.dumps(text)
+        + b"}}\n\n"
+    )
+
+
+def _one_line(text: str) -> bytes:
+    """`_two_lines` without the second `data: `: no JSON, and no text delta."""
+    return _two_lines(text, b"\n")
 
 
 def _claude_block(index: int, kind: str) -> bytes:
@@ -399,6 +559,8 @@ _REST_OF_B = _claude_delta("b")[-6:]
             _CLAUDE_PING,
             _untyped_delta("content_block_delta", "a") + _untyped_delta("ping", "b"),
         ],
+        # deltas whose data is on two lines, then bytes that are those lines as one
+        [_CLAUDE_PING, _two_lines("a") + _two_lines("b"), _one_line("c") + _one_line("d")],
         # a text delta, then a thinking delta of the same text: that block is no text's
         [
             _CLAUDE_PING,
@@ -412,6 +574,7 @@ _REST_OF_B = _claude_delta("b")[-6:]
         "half-after",
         "half-after-fresh",
         "renamed",
+        "two-lines",
         "then-thinking",
     ],
 )
@@ -502,13 +665,7 @@ def test_text_fast_path_keeps_gemini_usage_and_finish(client: ApiProtocol) -> No
         out = b"".join(pipeline.feed(chunk) for chunk in wire) + pipeline.close()
         outputs.append(re.sub(rb'"created":\d+', b'"created":0', out))
     assert outputs[0] == outputs[1]
-    folded: list[StreamEvent] = []
-    sse = SSEDecoder()
-    decoder = CODECS[client].stream_decoder()
-    for event in sse.feed(outputs[0]) + sse.close():
-        folded += decoder.feed(event)
-    folded += decoder.close()
-    answer = fold(folded)
+    answer = fold(_read_back(client, outputs[0]))
     assert [p.text for p in answer.parts if isinstance(p, TextPart)] == ["Hello, world"]
     assert answer.stop_reason is StopReason.MAX_TOKENS
     assert answer.usage is not None

@@ -265,7 +265,9 @@ class ClaudeStreamEncoder:
     def text(self, text: str) -> bytes | None:
         """A text delta inside an open text block as SSE bytes, ready for the client
         (the pipeline's fast path): the bytes `feed(TextDelta(text))` and the SSE framer
-        produce. None elsewhere (a block must be opened first: `feed` does that)."""
+        produce. None elsewhere (a block must be opened first: `feed` does that).
+        Pure, and the bytes around the text's JSON are the same for every text until
+        `feed` runs: the pipeline copies texts between them."""
         if not text or self._open != "text":
             return None
         # Bytes spliced around orjson's: no str formatting and encoding per delta.

@@ -210,7 +210,9 @@ class GeminiStreamEncoder:
     def text(self, text: str) -> bytes | None:
         """A text delta as SSE bytes, ready for the client (the pipeline's fast path):
         the bytes `feed(TextDelta(text))` and the SSE framer produce. None while a tool
-        call waits to be flushed (`feed` does that)."""
+        call waits to be flushed (`feed` does that). Pure, and the bytes around the
+        text's JSON are the same for every text until `feed` runs: the pipeline copies
+        texts between them."""
         if not text or self._call is not None:
             return None
         # Bytes spliced around orjson's: no str formatting and encoding per delta.

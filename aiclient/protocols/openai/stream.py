@@ -275,7 +275,9 @@ class OpenAIStreamEncoder:
 
     def text(self, text: str) -> bytes | None:
         """A text delta as SSE bytes, ready for the client (the pipeline's fast path):
-        the bytes `feed(TextDelta(text))` and the SSE framer produce."""
+        the bytes `feed(TextDelta(text))` and the SSE framer produce. Pure, and the
+        bytes around the text's JSON are the same for every text until `feed` runs:
+        the pipeline copies texts between them."""
         if not text:
             return None
         # Bytes spliced around orjson's: no str formatting and encoding per delta.
