@@ -31,7 +31,7 @@ from aiclient.canonical import (
 from aiclient.errors import InvalidRequest, UnsupportedConversion, UpstreamError
 from aiclient.pipeline import Framer, StreamPipeline
 from aiclient.protocols import ApiProtocol
-from aiclient.protocols.claude.stream import ClaudeStreamDecoder, ClaudeStreamEncoder
+from aiclient.protocols.claude.stream import ClaudeStreamEncoder
 from aiclient.protocols.codecs import CODECS
 from aiclient.protocols.openai.stream import OpenAIStreamEncoder
 from aiclient.sse import SSEDecoder, SSEEvent, encode_sse
@@ -224,6 +224,33 @@ def _read_back(protocol: ApiProtocol, data: bytes) -> list[StreamEvent]:
     return events + list(decoder.close())
 
 
+def _watched_pipeline(
+    client: ApiProtocol, upstream: ApiProtocol, monkeypatch: pytest.MonkeyPatch
+) -> tuple[StreamPipeline, list[str], list[bytes]]:
+    """A pipeline, the texts its upstream decoder reads and the chunks its SSE decoder
+    is fed."""
+    seen: list[str] = []
+    parsed: list[bytes] = []
+    decoder = CODECS[upstream].stream_decoder()
+
+    class Watched(type(decoder)):  # type: ignore[misc]
+        def feed_text(self, event: SSEEvent) -> str | Iterable[StreamEvent]:
+            got: str | Iterable[StreamEvent] = super().feed_text(event)
+            if isinstance(got, str):
+                seen.append(got)
+            return got
+
+    class Counted(SSEDecoder):
+        def feed(self, chunk: bytes) -> list[SSEEvent]:
+            parsed.append(chunk)
+            return super().feed(chunk)
+
+    monkeypatch.setattr(pipeline_module, "SSEDecoder", Counted)
+    request = ChatRequest(model="m", messages=(), include_usage=True)
+    encoder = CODECS[client].stream_encoder(request)
+    return StreamPipeline(client, Framer(), Watched(), encoder), seen, parsed
+
+
 def _stream_outcome(
     client: ApiProtocol, upstream: ApiProtocol, chunks: list[bytes], fast: bool
 ) -> object:
@@ -380,26 +407,7 @@ def test_a_stream_read_at_once_is_converted_a_run_at_a_time(
         encode_sse(opening[0]),
         b"".join([*map(encode_sse, opening[1:]), *deltas, *map(encode_sse, closing)]),
     ]
-    seen: list[str] = []
-    parsed: list[bytes] = []
-    decoder = CODECS[upstream].stream_decoder()
-
-    class Watched(type(decoder)):  # type: ignore[misc]
-        def feed_text(self, event: SSEEvent) -> str | Iterable[StreamEvent]:
-            got: str | Iterable[StreamEvent] = super().feed_text(event)
-            if isinstance(got, str):
-                seen.append(got)
-            return got
-
-    class Counted(SSEDecoder):
-        def feed(self, chunk: bytes) -> list[SSEEvent]:
-            parsed.append(chunk)
-            return super().feed(chunk)
-
-    monkeypatch.setattr(pipeline_module, "SSEDecoder", Counted)
-    pipeline = StreamPipeline(
-        client, Framer(), Watched(), CODECS[client].stream_encoder(request)
-    )
+    pipeline, seen, parsed = _watched_pipeline(client, upstream, monkeypatch)
     out = b"".join(pipeline.feed(chunk) for chunk in wire) + pipeline.close()
     assert seen == ["first", texts[0]][: len(seen)]
     plain = [d for d, t in zip(deltas, texts, strict=True) if b"\\" not in orjson.dumps(t)]
@@ -506,25 +514,9 @@ def test_anthropic_text_deltas_are_read_without_parsing_each(
     deltas = [_claude_delta(text) for text in texts]
     coalesced = [b"".join(deltas[i : i + 3]) for i in range(10, len(deltas), 3)]
     wire = [*_CLAUDE_OPENING[:2], *deltas[:10], *coalesced, *_CLAUDE_CLOSING]
-    seen: list[str] = []
-    parsed: list[bytes] = []
-
-    class Watched(ClaudeStreamDecoder):
-        def feed_text(self, event: SSEEvent) -> str | Iterable[StreamEvent]:
-            got = super().feed_text(event)
-            if isinstance(got, str):
-                seen.append(got)
-            return got
-
-    class Counted(SSEDecoder):
-        def feed(self, chunk: bytes) -> list[SSEEvent]:
-            parsed.append(chunk)
-            return super().feed(chunk)
-
-    monkeypatch.setattr(pipeline_module, "SSEDecoder", Counted)
-    request = ChatRequest(model="m", messages=(), include_usage=True)
-    encoder = CODECS[ApiProtocol.OPENAI].stream_encoder(request)
-    pipeline = StreamPipeline(ApiProtocol.OPENAI, Framer(), Watched(), encoder)
+    pipeline, seen, parsed = _watched_pipeline(
+        ApiProtocol.OPENAI, ApiProtocol.CLAUDE, monkeypatch
+    )
     out = b"".join(pipeline.feed(chunk) for chunk in wire) + pipeline.close()
     assert len(seen) <= 2
     # one delta a chunk: after the first two, not even split into events
