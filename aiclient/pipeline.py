@@ -105,8 +105,10 @@ Run = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
 # What a text's JSON string holds besides the text when orjson writes it, or the text
 # cannot be told from the bytes around it: a quote, a backslash, a control byte.
 _ESCAPED = re.compile(rb'["\\\x00-\x1f]')
-# Events split off a read, at most, to learn a template before reading the rest together.
+# Events split off a read one at a time, and runs read in it, at most (each copies or
+# splits the rest of the read: a bound keeps a read's cost linear in its length).
 _PEELED = 4
+_RUNS = 2
 # A text no client's bytes hold (a private use character): where the encoder puts it
 # is where every text goes.
 _PROBE = "\ue000"
@@ -314,23 +316,22 @@ class StreamPipeline:
     def _learn(self, chunk: bytes) -> bytes:
         """`feed`'s general path, taking the chunk as the template when it was one text
         delta alone, and reading the runs of deltas that fit the last one's whole: the
-        events before them are split off one at a time (at most `_PEELED` to learn a
-        template), the events after them read together."""
+        events before them are split off one at a time (to learn a template), the events
+        after them read together."""
         sse = self._sse
         out: list[bytes] = []
         try:
-            peeled = 0
+            peeled = runs = 0
             while not sse.held:  # at an event's start: what follows can be read apart
                 # The first event's end (a blank line: `\n\n` is one, CRs or not), if
                 # it is whole and more follow
                 end = chunk.find(b"\n\n") + 2
-                if end < 2 or end == len(chunk):
+                if end < 2 or end == len(chunk) or peeled == _PEELED:
                     break
                 shape = self._shape
                 if shape is None:
-                    if not self._learning or peeled == _PEELED:
+                    if not self._learning:
                         break
-                    peeled += 1
                 else:
                     if self._run_shape is not shape:
                         self._run_shape = shape
@@ -338,7 +339,8 @@ class StreamPipeline:
                     run = self._run
                     if run is None:
                         break
-                    if chunk.startswith(run[0]):
+                    if chunk.startswith(run[0]) and runs < _RUNS:
+                        runs += 1
                         rest = self._read_run(chunk, run, out)
                         if rest is not chunk:  # a run was read
                             if not rest:
@@ -347,6 +349,7 @@ class StreamPipeline:
                             continue
                     if chunk.find(run[0], end) < 0:  # no delta after this event
                         break
+                peeled += 1
                 self._shaped(sse.feed(chunk[:end]), out)
                 chunk = chunk[end:]
             alone = not sse.held
@@ -383,12 +386,13 @@ class StreamPipeline:
         first, last = around[0] + b'"', b'"' + around[1]
         return before, after, after + before, first, last + first, last
 
-    @staticmethod
-    def _read_run(chunk: bytes, run: Run, out: list[bytes]) -> bytes:
+    def _read_run(self, chunk: bytes, run: Run, out: list[bytes]) -> bytes:
         """The client's bytes for the run of fitting text deltas `chunk` starts with
-        (onto `out`); what follows it (`chunk` itself when no delta there fits)."""
+        (onto `out`), with the events between them that cannot be copied read the usual
+        way; what follows the run, or what is left when one of those events changed the
+        template (`chunk` itself when it starts with no such delta)."""
         before, after, between, first, joint, last = run
-        texts = chunk.split(between)
+        texts = chunk.split(between)  # once: each text, then the bytes after the last
         end = texts.pop()  # the last delta and the rest of the chunk, if it was one
         if texts:
             texts[0] = texts[0][len(before) :]
@@ -397,25 +401,48 @@ class StreamPipeline:
         quote = end.find(0x22)
         if quote > 0 and end.startswith(after, quote):
             texts.append(end[:quote])
-        elif not texts:
+            rest = end[quote + len(after) :]
+        elif texts:
+            rest = before + end
+        else:
             return chunk
         spread = b" ".join(texts)  # spaced: UTF-8 is checked text by text
         if (
-            not all(texts)
-            or _ESCAPED.search(spread)
-            or not (spread.isascii() or _utf8(spread))
+            all(texts)
+            and not _ESCAPED.search(spread)
+            and (spread.isascii() or _utf8(spread))
         ):
-            fits = 0
-            for text in texts:  # up to the first that cannot be copied
-                if not text or _ESCAPED.search(text) or not _utf8(text):
-                    break
-                fits += 1
-            if not fits:
-                return chunk
-            del texts[fits:]
-        out.append(first + joint.join(texts) + last)
-        used = len(texts) * (len(before) + len(after)) + sum(map(len, texts))
-        return chunk[used:]
+            out.append(first + joint.join(texts) + last)
+            return rest
+        # Texts that cannot be copied: a delta's that needs escapes is read from its
+        # string as `_shaped` reads a fitting event's; anything else between two deltas
+        # (not JSON: more events, or a broken one) the usual way, from its bytes: whole
+        # events, so the SSE decoder holds nothing after them.
+        shape, text_out = self._shape, self._text_out
+        assert text_out is not None
+        copied: list[bytes] = []
+        for at, text in enumerate(texts):
+            if text and not _ESCAPED.search(text) and _utf8(text):
+                copied.append(text)
+                continue
+            if copied:
+                out.append(first + joint.join(copied) + last)
+                copied = []
+            # A JSON string holds no raw line end, so one that parses is one event's.
+            try:
+                string = orjson.loads(b'"' + text + b'"')
+            except orjson.JSONDecodeError:  # or bad UTF-8: decoded as SSE does
+                string = None
+            data = text_out(string) if string else None
+            if data is not None:
+                out.append(data)
+                continue
+            self._shaped(self._sse.feed(before + text + after), out)
+            if self._shape is not shape:  # another template: the rest goes back
+                return b"".join([before + t + after for t in texts[at + 1 :]]) + rest
+        if copied:
+            out.append(first + joint.join(copied) + last)
+        return rest
 
     def _text_delta(self, text: str) -> bytes:
         out: list[bytes] = []

@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import re
 from collections.abc import Iterable
+from typing import Any
 
 import orjson
 import pytest
@@ -214,6 +215,11 @@ _SPLICES = st.lists(
 _MARK = "\u2603MARK\u2603"
 
 
+def _uncreated(data: bytes) -> bytes:
+    """A stream's bytes with every `created` time 0, to compare two of them."""
+    return re.sub(rb'"created":\d+', b'"created":0', data)
+
+
 def _read_back(protocol: ApiProtocol, data: bytes) -> list[StreamEvent]:
     """A stream's SSE bytes read as `protocol`'s client reads them."""
     events: list[StreamEvent] = []
@@ -254,7 +260,7 @@ def _watched_pipeline(
 def _stream_outcome(
     client: ApiProtocol, upstream: ApiProtocol, chunks: list[bytes], fast: bool
 ) -> object:
-    """The client's bytes (`created` left out), and the error if the stream broke."""
+    """The client's bytes (`created` as 0), and the error if the stream broke."""
     pipeline = _pipeline(client, upstream, fast=fast)
     out: list[bytes] = []
     try:
@@ -263,7 +269,7 @@ def _stream_outcome(
         error = None
     except UpstreamError as exc:
         error = type(exc), str(exc)
-    written = re.sub(rb'"created":\d+', b"", b"".join(out))
+    written = _uncreated(b"".join(out))
     return written if error is None else (written, error)
 
 
@@ -389,11 +395,12 @@ def test_many_text_deltas_in_a_read_read_as_one_by_one(
 def test_a_stream_read_at_once_is_converted_a_run_at_a_time(
     client: ApiProtocol, upstream: ApiProtocol, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A whole stream in one read, as a busy proxy gets a fast upstream's: after the
-    delta that teaches the pipeline its bytes, no text delta reaches the upstream
-    decoder, and none written without escapes is even split into events. Those with
-    newlines or quotes in them are read apart, and the runs go on after them. The
-    client gets every text, in order, in the general path's bytes."""
+    """A stream in two reads of many events, as a busy proxy gets a fast upstream's
+    (the second one opening with a keep-alive comment): after the delta that teaches
+    the pipeline its bytes, no text delta reaches the upstream decoder or is even split
+    into events, those with newlines or quotes in them included (read from their
+    strings, the runs going on after them). The client gets every text, in order, in
+    the general path's bytes."""
     texts = [
         f"tok{i} " if i % 7 else "line\n" if i % 2 else 'say "hi"' for i in range(1, 41)
     ]
@@ -405,20 +412,45 @@ def test_a_stream_read_at_once_is_converted_a_run_at_a_time(
     closing = [*encoder.feed(MessageStop(StopReason.END_TURN, Usage(3, 41)))]
     wire = [
         encode_sse(opening[0]),
-        b"".join([*map(encode_sse, opening[1:]), *deltas, *map(encode_sse, closing)]),
+        b"".join([*map(encode_sse, opening[1:]), *deltas[:20]]),
+        b"".join([b": keep-alive\n\n", *deltas[20:], *map(encode_sse, closing)]),
     ]
     pipeline, seen, parsed = _watched_pipeline(client, upstream, monkeypatch)
     out = b"".join(pipeline.feed(chunk) for chunk in wire) + pipeline.close()
     assert seen == ["first", texts[0]][: len(seen)]
-    plain = [d for d, t in zip(deltas, texts, strict=True) if b"\\" not in orjson.dumps(t)]
-    assert not [d for d in plain[1:] if any(d in chunk for chunk in parsed)]
+    assert not [d for d in deltas[1:] if any(d in chunk for chunk in parsed)]
     monkeypatch.undo()
     general = _stream_outcome(client, upstream, wire, fast=False)
-    assert re.sub(rb'"created":\d+', b"", out) == general
+    assert _uncreated(out) == general
     answer = fold(_read_back(client, out))
     assert [p.text for p in answer.parts if isinstance(p, TextPart)] == [
         "first" + "".join(texts)
     ]
+
+
+@pytest.mark.parametrize(
+    ("client", "upstream"), RUN_PAIRS, ids=[f"{u.value}-to-{c.value}" for c, u in RUN_PAIRS]
+)
+def test_a_run_ends_where_the_events_inside_it_change_the_clients_bytes(
+    client: ApiProtocol, upstream: ApiProtocol
+) -> None:
+    """Thinking between two text deltas of one read: the client's next text goes in
+    another block (an Anthropic client's index changes), so the deltas after it,
+    though their upstream bytes are the same, are not copied with the old bytes."""
+    request = ChatRequest(model="m", messages=(), include_usage=True)
+    encoder = CODECS[upstream].stream_encoder(request)
+    events: list[StreamEvent] = [MessageStart("r1", "m"), TextDelta("first")]
+    opening = b"".join(encode_sse(e) for event in events for e in encoder.feed(event))
+    events = [TextDelta("a"), TextDelta("b"), ReasoningDelta("hmm")]
+    events += [TextDelta("c\n"), TextDelta("d"), TextDelta("e")]
+    events.append(MessageStop(StopReason.END_TURN, Usage(3, 7)))
+    rest = b"".join(encode_sse(e) for event in events for e in encoder.feed(event))
+    fast = _stream_outcome(client, upstream, [opening, rest], fast=True)
+    assert fast == _stream_outcome(client, upstream, [opening, rest], fast=False)
+    assert isinstance(fast, bytes)
+    answer = fold(_read_back(client, fast))
+    texts = [p.text for p in answer.parts if isinstance(p, TextPart)]
+    assert "".join(texts) == "firstabc\nde"
 
 
 def test_orjson_writes_a_text_as_it_is_but_for_quotes_backslashes_and_controls() -> None:
@@ -522,7 +554,7 @@ def test_anthropic_text_deltas_are_read_without_parsing_each(
     # one delta a chunk: after the first two, not even split into events
     assert not set(deltas[2:10]) & set(parsed)
     general = _stream_outcome(ApiProtocol.OPENAI, ApiProtocol.CLAUDE, wire, fast=False)
-    assert re.sub(rb'"created":\d+', b"", out) == general
+    assert _uncreated(out) == general
     contents = [
         choice["delta"].get("content")
         for line in out.split(b"\n\n")
@@ -534,6 +566,39 @@ def test_anthropic_text_deltas_are_read_without_parsing_each(
 
 _A_AND_MOST_OF_B = _claude_delta("a") + _claude_delta("b")[:-6]
 _REST_OF_B = _claude_delta("b")[-6:]
+
+
+def test_a_read_is_parsed_once_however_its_deltas_fall(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read whose deltas keep breaking the run (a ping after every two, so the
+    template is dropped and learnt again, and half of them with escapes) costs the
+    pipeline work in proportion to its length: the runs read in it and the events
+    split off it one at a time are bounded, and no byte of it is given to the SSE
+    decoder twice."""
+    texts = [f"t{i}\n" if i % 2 else f"t{i}" for i in range(400)]
+    pairs = zip(texts[::2], texts[1::2], strict=True)
+    read = b"".join(_claude_delta(a) + _claude_delta(b) + _CLAUDE_PING for a, b in pairs)
+    read += b"".join(_CLAUDE_CLOSING)
+    runs: list[int] = []
+    read_run = StreamPipeline._read_run
+
+    def counted(self: StreamPipeline, chunk: bytes, run: Any, out: list[bytes]) -> bytes:
+        runs.append(len(chunk))
+        return read_run(self, chunk, run, out)
+
+    monkeypatch.setattr(StreamPipeline, "_read_run", counted)
+    pipeline, _, parsed = _watched_pipeline(
+        ApiProtocol.OPENAI, ApiProtocol.CLAUDE, monkeypatch
+    )
+    out = b"".join(pipeline.feed(chunk) for chunk in [*_CLAUDE_OPENING, read])
+    assert len(runs) <= 2 * (len(_CLAUDE_OPENING) + 1)
+    assert sum(map(len, parsed)) <= sum(map(len, _CLAUDE_OPENING)) + len(read)
+    assert len(parsed) < 20  # a few events split off one at a time, then the rest
+    answer = fold(_read_back(ApiProtocol.OPENAI, out + pipeline.close()))
+    assert [p.text for p in answer.parts if isinstance(p, TextPart)] == [
+        "first" + "".join(texts)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -655,7 +720,7 @@ def test_text_fast_path_keeps_gemini_usage_and_finish(client: ApiProtocol) -> No
             fast=fast,
         )
         out = b"".join(pipeline.feed(chunk) for chunk in wire) + pipeline.close()
-        outputs.append(re.sub(rb'"created":\d+', b'"created":0', out))
+        outputs.append(_uncreated(out))
     assert outputs[0] == outputs[1]
     answer = fold(_read_back(client, outputs[0]))
     assert [p.text for p in answer.parts if isinstance(p, TextPart)] == ["Hello, world"]
