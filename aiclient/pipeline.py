@@ -38,9 +38,12 @@ can hold: they break the line the data is on), the texts whose strings need no e
 (no quote, backslash or control byte: orjson would write them as they are) are put
 between the client's bytes for a text: what the encoder's `text` writes around any text
 (so it must write the same around every one, and keep nothing), found by writing one no
-client's bytes hold. A delta that needs escapes is read alone and the run goes on after
-it; the events before the first delta are read one at a time, the rest of the read
-after the last delta together.
+client's bytes hold. Inside a run, a delta that needs escapes is read from its string
+(orjson, as for a fitting event) and anything else between two deltas the usual way;
+the run goes on after them unless they changed the template. The events before the
+first delta are read one at a time, the rest of the read after the last delta together,
+and a read is split for runs or has events split off it only a bounded number of times,
+so its cost stays linear in its length.
 """
 
 from __future__ import annotations
