@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not settings.required_api_key:
         logger.warning("REQUIRED_API_KEY is empty: client authentication is DISABLED")
     logger.info(
-        "aiclient %s listening on http://%s:%d (%s%s)",
+        "aiclient %s starting on http://%s:%d (%s%s)",
         __version__,
         settings.host,
         settings.port,

@@ -22,8 +22,9 @@ one job:
   (FIN or reset) cancels its handler, so the upstream request is closed at once.
 * A streamed answer is corked for the rest of the handler's step: its head goes out
   with the first chunk, the last chunk with the end mark, in one send each.
-* `Server` starts and stops an App: stop stops listening, lets running requests finish
-  for a grace period, then cancels them and runs the cleanup contexts.
+* `Server` starts and stops an App: start binds the port before the cleanup contexts
+  start and accepts connections after; stop stops listening, lets running requests
+  finish for a grace period, then cancels them and runs the cleanup contexts.
 
 Handlers raise `HTTPError` for 4xx the server itself decides; the app's middleware
 renders them (and everything else) in the client's protocol. An exception that escapes
@@ -933,22 +934,31 @@ class Server:
     async def start(
         self, host: str, port: int, *, reuse_port: bool = False, backlog: int = 2048
     ) -> None:
-        """Run the cleanup contexts' start-up halves, then listen; a failure on the way
-        runs the closing halves of the contexts that had started."""
+        """Bind the port, run the cleanup contexts' start-up halves, then accept
+        connections; a failure on the way runs the closing halves of the contexts
+        that had started and lets the port go.
+
+        The port is bound first so that nothing a context binds (the demo upstream
+        asks for any free port) can take it, and a port in use fails before any
+        start-up work; connections are refused until every context has started."""
+        self._server = await self.loop.create_server(
+            lambda: _HttpConnection(self),
+            host,
+            port,
+            reuse_port=reuse_port or None,
+            backlog=backlog,
+            family=socket.AF_UNSPEC,
+            start_serving=False,
+        )
         try:
             for factory in self.app.cleanup_ctx:
                 context = factory(self.app)
                 await anext(context)
                 self._contexts.append(context)
-            self._server = await self.loop.create_server(
-                lambda: _HttpConnection(self),
-                host,
-                port,
-                reuse_port=reuse_port or None,
-                backlog=backlog,
-                family=socket.AF_UNSPEC,
-            )
+            await self._server.start_serving()
         except BaseException:
+            self._server.close()
+            self._server = None
             await self._cleanup()
             raise
         self._sweep()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
+import socket
 from pathlib import Path
 
 import aiohttp
@@ -108,6 +110,22 @@ async def test_fresh_install_serves_the_demo_pool(tmp_path: Path) -> None:
     assert "demo upstream" in claude_body["content"][0]["text"]
     assert "DEMO MODE" in err.decode()
     assert process.returncode == 0
+
+
+async def test_a_port_in_use_is_reported_before_anything_starts(tmp_path: Path) -> None:
+    """Another program has the port: the server says so and exits 1, without first
+    starting the demo upstream (or anything else) only to tear it down again."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = await start_process("--port", str(port), cwd=tmp_path)
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+    log = err.decode()
+    assert process.returncode == 1
+    assert f"cannot serve on 127.0.0.1:{port}" in log
+    assert "address already in use" in log
+    assert "DEMO MODE" not in log
 
 
 async def test_sigterm_flushes_counters_and_logs_no_secrets(tmp_path: Path) -> None:

@@ -1056,9 +1056,10 @@ async def test_stop_finishes_in_flight_requests_and_runs_cleanup(
     def context(name: str) -> Callable[[App], AsyncIterator[None]]:
         async def ctx(app: App) -> AsyncIterator[None]:
             try:
-                server.port  # noqa: B018
-                events.append(f"{name} start while listening")
-            except RuntimeError:
+                _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                writer.close()
+                events.append(f"{name} start while accepting connections")
+            except ConnectionRefusedError:
                 events.append(f"{name} start")
             yield
             events.append(f"{name} stop")
@@ -1105,6 +1106,43 @@ async def test_stop_finishes_in_flight_requests_and_runs_cleanup(
     assert events == ["a start", "b start", "handler done", "b stop", "a stop"]
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_the_port_is_the_servers_before_any_start_up_work() -> None:
+    """The port is bound before the cleanup contexts start: nothing they bind (the
+    demo upstream asks the kernel for any free port) can take it. A port in use
+    fails the start before any context has run."""
+    app = make_app()
+    events: list[str] = []
+
+    async def binds(app: App) -> AsyncIterator[None]:
+        events.append("start")
+        with socket.socket() as other:
+            try:
+                other.bind(("127.0.0.1", server.port))
+                events.append("a context took the server's port")
+            except OSError:
+                pass
+        yield
+        events.append("stop")
+
+    app.cleanup_ctx.append(binds)
+    server = Server(app)
+    await server.start("127.0.0.1", 0)
+    port = server.port
+    await server.stop()
+    assert events == ["start", "stop"]
+
+    events.clear()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        second = Server(app)
+        with pytest.raises(OSError, match="in use"):
+            await second.start("127.0.0.1", port)
+    assert events == []
+    with pytest.raises(RuntimeError):
+        _ = second.port
 
 
 async def test_a_failed_start_closes_what_had_started() -> None:
