@@ -307,6 +307,41 @@ def test_a_stale_copy_saved_later_loses_no_counts(tmp_path: Path) -> None:
     assert pool.get("b").state.healthy  # type: ignore[union-attr]
 
 
+def test_a_stale_copy_is_dated_by_its_counters_when_its_timestamps_repeat(
+    tmp_path: Path,
+) -> None:
+    """Two writes within one millisecond carry the same timestamps (a burst of
+    requests). A copy an editor read between them is dated by its counters too, so
+    the requests served after it are neither lost nor counted twice."""
+    path = pools_file(
+        tmp_path, json.dumps({"openai-custom": [{"OPENAI_API_KEY": "k", "uuid": "a"}]})
+    )
+    store, pool = load(path)
+    pool.clock = lambda: 1_700_000_000.0  # every write within the same millisecond
+
+    def serve(count: int) -> None:
+        for _ in range(count):
+            lease = pool.acquire("openai-custom")
+            assert lease is not None
+            lease.success()
+        snapshot = pool.snapshot_fields()
+        pool.apply_merged(snapshot, store.sync(snapshot).merged)
+
+    serve(5)
+    first = json.loads(path.read_text())
+    serve(3)
+    second = json.loads(path.read_text())
+    serve(2)
+    assert first["openai-custom"][0]["lastUsed"] == second["openai-custom"][0]["lastUsed"]
+    for copy, note in ((first, "from the first"), (second, "from the second")):
+        copy["openai-custom"][0]["note"] = note
+        path.write_text(json.dumps(copy, indent=2))
+        snapshot = pool.snapshot_fields()
+        pool.apply_merged(snapshot, store.sync(snapshot).merged)
+        written = json.loads(path.read_text())["openai-custom"][0]
+        assert (written["note"], written["usageCount"]) == (note, 10)
+
+
 def test_a_copy_from_before_the_first_write_takes_no_instance_out(tmp_path: Path) -> None:
     """A copy saved from before the server first wrote its fields lacks them; missing
     is not an edit, so nothing goes out of rotation, even once the version it started

@@ -260,6 +260,7 @@ class SyncResult:
 _MAX_ROUNDS = 5
 _HISTORY = 256
 _STAMPS = ("lastUsed", "lastErrorTime")
+_OTHERS = tuple(name for name in SERVER_FIELDS if name not in _STAMPS)
 
 
 class PoolFile:
@@ -368,8 +369,10 @@ class PoolFile:
 
         An editor may save a copy read minutes ago: its counters are stale, not a
         reset. Only the server writes the timestamps, and they change with every
-        request, so they date a copy: the base is the newest version whose timestamps
-        the file repeats most often.
+        request, so they date a copy: the base is the version whose timestamps the
+        file repeats most often. Writes within one millisecond repeat them, so among
+        those the version whose other server fields (counters, state) the file repeats
+        most often is the base, and the newest of any still tied.
         """
         disk = {
             inst["uuid"]: inst
@@ -377,13 +380,12 @@ class PoolFile:
             if isinstance(inst.get("uuid"), str)
         }
         best: dict[str, Fields] = {}
-        best_score = -1
+        best_score = (-1, -1)
         for version in reversed(self.history):
-            score = 0
-            for uid, fields in version.items():
-                inst = disk.get(uid)
-                if inst is not None:
-                    score += sum(inst.get(name) == fields.get(name) for name in _STAMPS)
+            stamps = _agreement(version, disk, _STAMPS)
+            if stamps < best_score[0]:
+                continue
+            score = (stamps, _agreement(version, disk, _OTHERS))
             if score > best_score:
                 best, best_score = version, score
         return best
@@ -433,6 +435,20 @@ class PoolFile:
                     continue
                 merged[uid] = {name: inst[name] for name in SERVER_FIELDS}
         return merged
+
+
+def _agreement(
+    version: Mapping[str, Fields],
+    disk: Mapping[str, Mapping[str, Any]],
+    names: tuple[str, ...],
+) -> int:
+    """How many of the fields `names` the file's instances repeat from `version`."""
+    count = 0
+    for uid, fields in version.items():
+        inst = disk.get(uid)
+        if inst is not None:
+            count += sum(inst.get(name) == fields.get(name) for name in names)
+    return count
 
 
 def _instances(data: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
