@@ -53,9 +53,17 @@ async def wait_healthy(url: str, process: asyncio.subprocess.Process) -> None:
 async def serve(
     *args: str, cwd: Path, env: Mapping[str, str] | None = None
 ) -> tuple[asyncio.subprocess.Process, str]:
-    """Start `aiclient ARGS --port <free>` and wait until /health answers."""
-    port = free_port()
-    process = await start_process(*args, "--port", str(port), cwd=cwd, env=env)
-    url = f"http://127.0.0.1:{port}"
-    await wait_healthy(url, process)
-    return process, url
+    """Start `aiclient ARGS --port <free>` and wait until /health answers. A port that
+    another process takes between being picked and being bound is picked again."""
+    for attempt in range(3):
+        port = free_port()
+        process = await start_process(*args, "--port", str(port), cwd=cwd, env=env)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            await wait_healthy(url, process)
+        except AssertionError as exc:
+            if attempt < 2 and "address already in use" in str(exc):
+                continue
+            raise
+        return process, url
+    raise AssertionError("no free port could be bound")

@@ -15,7 +15,7 @@ from aiclient import __version__
 from aiclient.cli import main
 from tests.conftest import OPENAI_KEY, openai_instance, read_pools, write_pools
 from tests.fakes import FakeOpenAI
-from tests.procs import free_port, start_process, wait_healthy
+from tests.procs import serve, start_process
 
 
 def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -81,11 +81,8 @@ def test_missing_named_pool_file_exits_2(
 
 async def test_fresh_install_serves_the_demo_pool(tmp_path: Path) -> None:
     """No pool file and no credentials: a real answer at once, clearly a demo."""
-    port = free_port()
-    process = await start_process("--port", str(port), cwd=tmp_path)
-    url = f"http://127.0.0.1:{port}"
+    process, url = await serve(cwd=tmp_path)
     try:
-        await wait_healthy(url, process)
         async with aiohttp.ClientSession() as http:
             resp = await http.post(
                 f"{url}/v1/chat/completions",
@@ -140,13 +137,8 @@ async def test_sigterm_flushes_counters_and_logs_no_secrets(tmp_path: Path) -> N
                 {"REQUIRED_API_KEY": "client-secret-key", "POOL_WRITE_DEBOUNCE_MS": 60000}
             )
         )
-        port = free_port()
-        process = await start_process(
-            "--port", str(port), "--log-level", "debug", cwd=tmp_path
-        )
-        url = f"http://127.0.0.1:{port}"
+        process, url = await serve("--log-level", "debug", cwd=tmp_path)
         try:
-            await wait_healthy(url, process)
             async with aiohttp.ClientSession() as http:
                 for _ in range(3):
                     resp = await http.post(
