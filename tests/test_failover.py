@@ -316,13 +316,24 @@ async def test_silent_upstream_mid_stream_is_detected(
 
 
 async def test_a_slow_instance_never_delays_another(
-    two: Proxy, fake_openai: FakeOpenAI, fake_openai_2: FakeOpenAI
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, fake_openai_2: FakeOpenAI
 ) -> None:
-    fake_openai.reply_slow_first_byte(0.25)  # answers, slowly (under the read timeout)
+    proxy = await start_proxy(
+        {
+            "openai-custom": [
+                openai_instance(fake_openai, "first"),
+                openai_instance(fake_openai_2, "second"),
+            ]
+        },
+        read_timeout_ms=10_000,
+    )
+    # Answers, slowly, well under the read timeout; the other request has a second,
+    # ample on a busy machine (0.25 s with a 0.3 s timeout was not, once in CI).
+    fake_openai.reply_slow_first_byte(1.0)
     finished: list[str] = []
 
     async def one(name: str) -> None:
-        async with client(two) as c:
+        async with client(proxy) as c:
             await c.chat.completions.create(**CHAT)  # type: ignore[call-overload]
         finished.append(name)
 

@@ -159,7 +159,7 @@ async def test_concurrency_limit_queues_then_refuses(
             ]
         }
     )
-    fake_openai.reply_slow_first_byte(0.3)
+    fake_openai.reply_slow_first_byte(1.0)  # the other two arrive meanwhile
     fake_openai.reply_slow_first_byte(0)
     async with aiohttp.ClientSession() as http:
 
