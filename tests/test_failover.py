@@ -26,20 +26,21 @@ def state(proxy: Proxy, uid: str) -> Any:
     return entry.state
 
 
+def two_instances(first: FakeOpenAI, second: FakeOpenAI) -> dict[str, Any]:
+    """Two instances on two upstreams; round robin starts with "first"."""
+    return {
+        "openai-custom": [
+            openai_instance(first, "first"),
+            openai_instance(second, "second"),
+        ]
+    }
+
+
 @pytest.fixture
 async def two(
     start_proxy: StartProxy, fake_openai: FakeOpenAI, fake_openai_2: FakeOpenAI
 ) -> Proxy:
-    """Two instances on two upstreams; round robin starts with "first"."""
-    return await start_proxy(
-        {
-            "openai-custom": [
-                openai_instance(fake_openai, "first"),
-                openai_instance(fake_openai_2, "second"),
-            ]
-        },
-        read_timeout_ms=300,
-    )
+    return await start_proxy(two_instances(fake_openai, fake_openai_2), read_timeout_ms=300)
 
 
 @pytest.mark.parametrize("failure", ["500", "429", "503", "reset", "hang", "cut", "401"])
@@ -319,13 +320,7 @@ async def test_a_slow_instance_never_delays_another(
     start_proxy: StartProxy, fake_openai: FakeOpenAI, fake_openai_2: FakeOpenAI
 ) -> None:
     proxy = await start_proxy(
-        {
-            "openai-custom": [
-                openai_instance(fake_openai, "first"),
-                openai_instance(fake_openai_2, "second"),
-            ]
-        },
-        read_timeout_ms=10_000,
+        two_instances(fake_openai, fake_openai_2), read_timeout_ms=10_000
     )
     # Answers, slowly, well under the read timeout; the other request has a second,
     # ample on a busy machine (0.25 s with a 0.3 s timeout was not, once in CI).
