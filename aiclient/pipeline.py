@@ -29,7 +29,12 @@ template's (what it keeps of a text delta may come only from outside the text, a
 keeping it twice must change nothing); an event that does not fit drops the template
 before the decoder reads it. A stream whose text deltas keep missing the last one's
 template (a running count, padding) stops learning, and one whose decoder says they
-always differ (`text_deltas_vary`: Gemini's) never starts.
+always differ (`text_deltas_vary`: Gemini's) never starts. A decoder may name a key
+whose string value it ignores (`text_hole`: the random padding OpenAI's own API puts in
+every chunk); a template then has a hole there, in its data after the text, which any
+string with nothing escaped fits, whatever its length (the first bytes after the text's
+string that match the template's are taken for its end, and orjson then checks that
+what it takes for the string is one). Runs are not read for such templates.
 
 A busy connection delivers many events a read, most of them text deltas that fit the
 template. A run of them in a read is converted whole (`Run`): split at the
@@ -89,16 +94,53 @@ def _around(
     return data[: at + 1], data[at + len(string) - 1 :]
 
 
-def _template(chunk: bytes, text: str) -> tuple[bytes, bytes] | None:
+def _holed(
+    head: AnyStr, tail: AnyStr, hole: AnyStr | None, quote: AnyStr
+) -> tuple[AnyStr, AnyStr, AnyStr]:
+    """A template's bytes around a text, with the string after `hole` (a key whose
+    value the decoder ignores, e.g. OpenAI's padding) cut out of its tail: the head,
+    what follows the hole (its closing quote on) and what comes between the text and
+    the hole (the text's closing quote up to the hole's opening one), empty when the
+    tail has no hole. The template holds no backslash, so its quotes are all raw."""
+    at = tail.find(hole) if hole else -1
+    if hole and at >= 0:
+        gap = at + len(hole)
+        close = tail.find(quote, gap)
+        if close >= 0:
+            return head, tail[close:], tail[:gap]
+    return head, tail, tail[:0]
+
+
+def _hole(
+    data: AnyStr, mid: AnyStr, start: int, end: int, escaped: re.Pattern[AnyStr]
+) -> int:
+    """Where the text's JSON string, from `start`, ends (its closing quote's end) in
+    `data`, an event that fits a holed template up to `end` (where what follows the hole
+    starts, its closing quote first); 0 when it does not fit. The hole opens at the last
+    quote before `end`, so holds none, and must hold no backslash or control byte
+    either (a plain string's inside); `mid` comes before it, from the text's closing
+    quote, if the bytes before are one JSON string (orjson says)."""
+    gap = data.rfind(mid[0], start + 1, end) + 1  # an int for bytes: a byte
+    at = gap - len(mid)
+    if at <= start or not data.startswith(mid, at) or escaped.search(data, gap, end):
+        return 0
+    return at + 1
+
+
+def _template(
+    chunk: bytes, text: str, hole: bytes | None
+) -> tuple[bytes, bytes, bytes] | None:
     """The bytes around `text`'s JSON string in `chunk`, a chunk that was one text delta
-    of `text` alone."""
-    return _around(chunk, orjson.dumps(text), b"\\")
+    of `text` alone, with the hole cut out (`_holed`)."""
+    around = _around(chunk, orjson.dumps(text), b"\\")
+    return None if around is None else _holed(*around, hole, b'"')
 
 
-# An event's name, its data before and after a text's JSON string, and where that
-# string starts and how far before the data's end it stops.
-Shape = tuple[str | None, str, str, int, int]
-_NO_SHAPE: Shape = (None, "", "", 0, 0)
+# An event's name, its data before and after a text's JSON string (after the hole, if
+# the template has one), where that string starts and how far before the data's end it
+# stops (no hole), and what comes between the string and the hole.
+Shape = tuple[str | None, str, str, int, int, str]
+_NO_SHAPE: Shape = (None, "", "", 0, 0, "")
 
 
 # A run of text deltas that fit a Shape, read whole: the bytes of one such event before
@@ -108,6 +150,7 @@ Run = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
 # What a text's JSON string holds besides the text when orjson writes it, or the text
 # cannot be told from the bytes around it: a quote, a backslash, a control byte.
 _ESCAPED = re.compile(rb'["\\\x00-\x1f]')
+_ESCAPED_TEXT = re.compile(r'["\\\x00-\x1f]')
 # Events split off a read one at a time, and runs read in it, at most (each copies or
 # splits the rest of the read: a bound keeps a read's cost linear in its length).
 _PEELED = 4
@@ -125,14 +168,14 @@ def _utf8(data: bytes) -> bool:
     return True
 
 
-def _shape(event: SSEEvent, text: str) -> Shape | None:
+def _shape(event: SSEEvent, text: str, hole: str | None) -> Shape | None:
     """`_template` for an event, a text delta of `text`: its name and data. The text's
     string is spelt as orjson would: data without a backslash has nothing escaped."""
     around = _around(event.data, f'"{text}"', "\\")
     if around is None:
         return None
-    head, tail = around
-    return event.event, head, tail, len(head) - 1, len(tail) - 1
+    head, tail, mid = _holed(*around, hole, '"')
+    return event.event, head, tail, len(head) - 1, len(tail) - 1, mid
 
 
 class Framer:
@@ -200,8 +243,12 @@ class StreamPipeline:
             self._text_out = getattr(encoder, "text", None)
         # The last text delta around its text: its chunk's bytes, its event's name and
         # data (module docstring).
-        self._template: tuple[bytes, bytes] | None = None
+        self._template: tuple[bytes, bytes, bytes] | None = None
         self._shape: Shape | None = None
+        # A key of a text delta whose string value the decoder ignores (OpenAI's
+        # padding): a hole in the templates, where any plain string may be.
+        self._hole: str | None = getattr(decoder, "text_hole", None)
+        self._hole_bytes = self._hole.encode() if self._hole else None
         self._learning = (
             self._text_in is not None
             and self._text_out is not None
@@ -248,7 +295,7 @@ class StreamPipeline:
         assert text_out is not None
         text: str | None = None
         shape = self._shape
-        name, head, tail, start, cut = shape or _NO_SHAPE
+        name, head, tail, start, cut, mid = shape or _NO_SHAPE
         for event in events:
             missed = shape is not None
             if missed:
@@ -256,8 +303,13 @@ class StreamPipeline:
                 if string.startswith(head) and string.endswith(tail) and kind == name:
                     # The last delta's data around another JSON string: that string's
                     # text, if it is one (orjson says).
+                    stop = (
+                        _hole(string, mid, start, len(string) - cut - 1, _ESCAPED_TEXT)
+                        if mid
+                        else len(string) - cut
+                    )
                     try:
-                        text = orjson.loads(string[start : len(string) - cut])
+                        text = orjson.loads(string[start:stop])
                     except orjson.JSONDecodeError:
                         text = None
                     if text:
@@ -275,8 +327,8 @@ class StreamPipeline:
                         if missed:  # a text delta in other bytes than the last one
                             self._misses += 1
                             self._learning = self._misses < _MISSES
-                        shape = self._shape = _shape(event, got)
-                        name, head, tail, start, cut = shape or _NO_SHAPE
+                        shape = self._shape = _shape(event, got, self._hole)
+                        name, head, tail, start, cut, mid = shape or _NO_SHAPE
                     continue
                 got = (TextDelta(got),)
             text = None
@@ -293,9 +345,16 @@ class StreamPipeline:
     def feed(self, chunk: bytes) -> bytes:
         template = self._template
         if template is not None:  # so nothing is held: the last chunk was one event
-            head, tail = template
+            head, tail, mid = template
             end = len(chunk) - len(tail)
-            if chunk.startswith(head) and chunk.find(tail, len(head)) == end:
+            if mid:  # the text's closing quote, if the chunk fits around the hole
+                if chunk.startswith(head) and chunk.endswith(tail):
+                    end = _hole(chunk, mid, len(head) - 1, end, _ESCAPED) - 1
+                else:
+                    end = -1
+            elif not chunk.startswith(head) or chunk.find(tail, len(head)) != end:
+                end = -1
+            if end >= 0:
                 # The last chunk's bytes around another JSON string: that string's text,
                 # if it is one (orjson says; module docstring).
                 try:
@@ -367,7 +426,7 @@ class StreamPipeline:
             and len(events) == 1
             and not sse.held
         ):
-            self._template = _template(chunk, text)
+            self._template = _template(chunk, text, self._hole_bytes)
         return b"".join(out)
 
     def _new_run(self, shape: Shape) -> Run | None:
@@ -381,8 +440,8 @@ class StreamPipeline:
         around = written.split(orjson.dumps(_PROBE))
         if len(around) != 2:
             return None
-        name, head, tail, _, _ = shape
-        if "\n" in head or "\n" in tail:  # data of several lines: not written as one
+        name, head, tail, _, _, mid = shape
+        if mid or "\n" in head or "\n" in tail:  # a hole, or data of several lines
             return None
         start = f"event: {name}\ndata: {head}" if name is not None else f"data: {head}"
         before, after = start.encode(), f"{tail}\n\n".encode()

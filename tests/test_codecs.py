@@ -564,6 +564,113 @@ def test_anthropic_text_deltas_are_read_without_parsing_each(
     assert [c for c in contents if c] == texts
 
 
+def _padded(text: bytes, pad: bytes, delta: bytes = b'{"content":"%s"}') -> bytes:
+    """A chunk as OpenAI's own API writes it: `delta` (its string `text`) and the random
+    padding after it (`obfuscation`, another length in every chunk)."""
+    return (
+        b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,'
+        b'"model":"gpt-4o","service_tier":"default","system_fingerprint":"fp_1",'
+        b'"choices":[{"index":0,"delta":' + delta.replace(b"%s", text) + b',"logprobs"'
+        b':null,"finish_reason":null}],"obfuscation":"' + pad + b'"}\n\n'
+    )
+
+
+_PADDED_OPENING = _padded(b"", b"Hk2", b'{"role":"assistant","content":"%s"}')
+_PADDED_CLOSING = [
+    _padded(b"", b"x", b"{}").replace(b'"finish_reason":null', b'"finish_reason":"stop"'),
+    b"data: [DONE]\n\n",
+]
+_PADS = [b"ZGF", b"lRK2aBv", b"kJ", b"0wmdEAC", b"", b"a", b"YhS7A", b"eLeR83E5F"]
+
+
+@pytest.mark.parametrize("client", [ApiProtocol.CLAUDE, ApiProtocol.GEMINI])
+def test_openais_padded_text_deltas_are_read_without_parsing_each(
+    client: ApiProtocol, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenAI's own API pads every chunk with random characters of random length
+    (`obfuscation`): the pipeline's templates leave a hole for them, so after the first
+    two deltas it reads the rest from their bytes (the upstream decoder sees none of
+    them, and sent one a chunk, neither does the SSE decoder), and the client gets the
+    same stream as from the general path, each text where it belongs."""
+    texts = [f"tok{i} " for i in range(18)] + ["é\u2028汉", 'say "hi"\n']
+    deltas = [
+        _padded(orjson.dumps(text)[1:-1], _PADS[i % len(_PADS)])
+        for i, text in enumerate(texts)
+    ]
+    coalesced = [b"".join(deltas[i : i + 3]) for i in range(10, len(deltas), 3)]
+    wire = [_PADDED_OPENING, *deltas[:10], *coalesced, *_PADDED_CLOSING]
+    pipeline, seen, parsed = _watched_pipeline(client, ApiProtocol.OPENAI, monkeypatch)
+    out = b"".join(pipeline.feed(chunk) for chunk in wire) + pipeline.close()
+    assert len(seen) <= 2
+    assert not set(deltas[2:10]) & set(parsed)
+    monkeypatch.undo()
+    assert _uncreated(out) == _stream_outcome(client, ApiProtocol.OPENAI, wire, fast=False)
+    answer = fold(_read_back(client, out))
+    assert [p.text for p in answer.parts if isinstance(p, TextPart)] == ["".join(texts)]
+
+
+# What may be where the padding goes besides letters: the bytes that would end its
+# string, or the chunk, and more JSON, and what comes between a text and the padding.
+_PAD_SPLICES = st.lists(
+    st.sampled_from(
+        [
+            b"Ab9",
+            b"",
+            b'"',
+            b"\\",
+            b'\\"',
+            b"\n",
+            b"\x01",
+            b"\xff",
+            "é".encode(),
+            b'"}\n\ndata: {"x":"',
+            b'","usage":{"prompt_tokens":1},"y":"',
+            b'"},"logprobs":null,"finish_reason":null}],"obfuscation":"',
+        ]
+    ),
+    max_size=3,
+).map(b"".join)
+
+
+@pytest.mark.parametrize("client", [ApiProtocol.CLAUDE, ApiProtocol.GEMINI])
+@settings(max_examples=150, deadline=None)
+@given(
+    deltas=st.lists(
+        st.tuples(
+            _SPLICES
+            | st.text(min_size=1, max_size=5).map(lambda t: orjson.dumps(t)[1:-1])
+            | st.just(b'"},"logprobs":null,"finish_reason":null}],"obfuscation":"'),
+            _PAD_SPLICES,
+        ),
+        max_size=12,
+    ),
+    reads=st.lists(st.integers(0, 10**6), max_size=4),
+    byte_cut=st.integers(0, 10**6) | st.none(),
+)
+def test_whatever_fills_the_padding_the_client_gets_the_general_paths_bytes(
+    client: ApiProtocol,
+    deltas: list[tuple[bytes, bytes]],
+    reads: list[int],
+    byte_cut: int | None,
+) -> None:
+    """Whatever an OpenAI chunk holds where its text and its padding go (quotes that end
+    the padding's string early and add keys, a usage that the decoder must read, an
+    event's end, the bytes that come between a text and the padding, escapes, control
+    bytes, bad UTF-8), and wherever the reads end, the client gets what the general path
+    gives, or the same error."""
+    wire = [_PADDED_OPENING, _padded(b"first", b"Hk2"), _padded(b"second", b"Z")]
+    wire += [_padded(text, pad) for text, pad in deltas]
+    wire += _PADDED_CLOSING
+    ends = sorted({0, len(wire), *(n % (len(wire) + 1) for n in reads)})
+    chunks = [b"".join(wire[a:b]) for a, b in itertools.pairwise(ends)]
+    if byte_cut is not None:
+        at = byte_cut % len(chunks)
+        cut = byte_cut % (len(chunks[at]) + 1)
+        chunks[at : at + 1] = [chunks[at][:cut], chunks[at][cut:]]
+    fast = _stream_outcome(client, ApiProtocol.OPENAI, chunks, fast=True)
+    assert fast == _stream_outcome(client, ApiProtocol.OPENAI, chunks, fast=False)
+
+
 _A_AND_MOST_OF_B = _claude_delta("a") + _claude_delta("b")[:-6]
 _REST_OF_B = _claude_delta("b")[-6:]
 

@@ -146,6 +146,30 @@ async def test_openai_stream_without_usage_and_done_sentinel(
     assert chunks[-1]["choices"][0]["delta"] == {}
 
 
+@pytest.mark.parametrize("padded", [True, False])
+async def test_openai_stream_chunks_are_padded_unless_asked_not_to_be(
+    fake_openai: FakeOpenAI, http: aiohttp.ClientSession, padded: bool
+) -> None:
+    """As api.openai.com does, every chunk carries random padding of random length
+    (`obfuscation`, its last key) unless `stream_options.include_obfuscation` is false."""
+    fake_openai.stream_chunks = 20
+    options = {"include_usage": True} | ({} if padded else {"include_obfuscation": False})
+    async with http.post(
+        fake_openai.base_url + "/v1/chat/completions",
+        json={"model": GPT, "messages": HELLO, "stream": True, "stream_options": options},
+        headers={"Authorization": "Bearer sk-test"},
+    ) as response:
+        events = await read_sse(response)
+    chunks = [json.loads(data) for _, data in events[:-1]]
+    pads = [chunk.get("obfuscation") for chunk in chunks]
+    if not padded:
+        assert pads == [None] * len(chunks)
+        return
+    assert all(isinstance(pad, str) and pad.isalnum() for pad in pads)
+    assert len({len(pad) for pad in pads}) > 1
+    assert all(list(chunk)[-1] == "obfuscation" for chunk in chunks)
+
+
 async def test_openai_stream_helper_accumulates(
     fake_openai: FakeOpenAI, oai: openai.AsyncOpenAI
 ) -> None:

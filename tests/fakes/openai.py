@@ -2,11 +2,15 @@
 
 Checks auth and request shape the way api.openai.com does (400/401/404 with the
 OpenAI error body) and answers with a canned text or a tool call, as a JSON
-`chat.completion` or as the canonical chunk sequence of protocols.md §3.4.
+`chat.completion` or as the canonical chunk sequence of protocols.md §3.4, each chunk
+padded with random characters (`obfuscation`) as the real API pads them unless
+`stream_options.include_obfuscation` is false.
 """
 
 from __future__ import annotations
 
+import random
+import string
 import time
 from collections.abc import Iterable, Sequence
 
@@ -151,6 +155,8 @@ class FakeOpenAI(FakeUpstream):
             options = body.get("stream_options") or {}
             with_usage = options.get("include_usage") is True
             events = self._chunks(head, text, call, usage if with_usage else None)
+            if options.get("include_obfuscation") is not False:
+                events = [_pad(event) for event in events]
             return SSEAnswer(events, headers)
         message: JSONObject = {"role": "assistant", "content": text, "refusal": None}
         if call is not None:
@@ -240,6 +246,19 @@ class FakeOpenAI(FakeUpstream):
             "created": 1715367049,
             "owned_by": "system",
         }
+
+
+_PADDING = string.ascii_letters + string.digits
+
+
+def _pad(event: SSEEvent) -> SSEEvent:
+    """A chunk with the random padding api.openai.com adds to every one unless asked
+    not to (`obfuscation`, last, a different length each time)."""
+    name, body = event
+    if not isinstance(body, dict):
+        return event
+    padding = "".join(random.choices(_PADDING, k=random.randint(1, 16)))
+    return name, {**body, "obfuscation": padding}
 
 
 def _tool_call_object(call: tuple[str, str]) -> JSONObject:

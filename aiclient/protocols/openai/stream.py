@@ -56,6 +56,11 @@ _TEXT_ONLY = frozenset({"content", "role"})
 
 
 class OpenAIStreamDecoder:
+    # OpenAI's own API pads every chunk with random characters (`obfuscation`, last in
+    # the chunk, a different length each time); nothing reads them, so the pipeline's
+    # templates leave a hole there.
+    text_hole = '"obfuscation":"'
+
     def __init__(self) -> None:
         self._started = False
         self._done = False
@@ -72,7 +77,7 @@ class OpenAIStreamDecoder:
         """`feed`, except that a chunk carrying nothing but text (most of a stream)
         comes back as the text itself: the pipeline's fast path. Once started, it keeps
         nothing of such a chunk, so the pipeline may skip it for one that differs only
-        in its text (templates)."""
+        in its text and its padding (templates)."""
         if not self._started:
             return self.feed(event)
         try:
