@@ -185,33 +185,29 @@ def test_text_fast_path_gives_the_general_paths_bytes(
 
 # Bytes to put where a text delta's text goes: plain ones, escapes, quotes that change the
 # JSON around them, control bytes, invalid and valid UTF-8 (cut and whole), a second event.
-_SPLICES = st.lists(
-    st.sampled_from(
-        [
-            b"a",
-            b" tok",
-            b'"',
-            b"\\",
-            b"\\n",
-            b'\\"',
-            b"\\u00e9",
-            b"\x00",
-            b"\x1f",
-            b"\n",
-            b"\r",
-            b"\xff",
-            b"\xc3",
-            b"\xa9",
-            "é".encode(),
-            "汉字".encode(),
-            "\u2028".encode(),
-            b"}",
-            b'","extra":"',
-            b'"}}\n\nevent: ping\ndata: {"type":"ping","x":"',
-        ]
-    ),
-    max_size=5,
-).map(b"".join)
+_SPLICE_PIECES = [
+    b"a",
+    b" tok",
+    b'"',
+    b"\\",
+    b"\\n",
+    b'\\"',
+    b"\\u00e9",
+    b"\x00",
+    b"\x1f",
+    b"\n",
+    b"\r",
+    b"\xff",
+    b"\xc3",
+    b"\xa9",
+    "é".encode(),
+    "汉字".encode(),
+    "\u2028".encode(),
+    b"}",
+    b'","extra":"',
+    b'"}}\n\nevent: ping\ndata: {"type":"ping","x":"',
+]
+_SPLICES = st.lists(st.sampled_from(_SPLICE_PIECES), max_size=5).map(b"".join)
 _MARK = "\u2603MARK\u2603"
 
 
@@ -325,6 +321,18 @@ def test_text_deltas_read_from_the_last_ones_bytes_as_when_parsed(
     assert fast == _stream_outcome(client, upstream, chunks, fast=False)
 
 
+def _reads(wire: list[bytes], ends: list[int], byte_cut: int | None) -> list[bytes]:
+    """A stream's events as a busy connection reads them: reads ending between events
+    (where `ends` say), one of them maybe inside an event (`byte_cut`)."""
+    cuts = sorted({0, len(wire), *(n % (len(wire) + 1) for n in ends)})
+    chunks = [b"".join(wire[a:b]) for a, b in itertools.pairwise(cuts)]
+    if byte_cut is not None:
+        at = byte_cut % len(chunks)
+        cut = byte_cut % (len(chunks[at]) + 1)
+        chunks[at : at + 1] = [chunks[at][:cut], chunks[at][cut:]]
+    return chunks
+
+
 # The pairs whose upstream's text deltas can be read from their bytes (Gemini's carry
 # running counts).
 RUN_PAIRS = [(c, u) for c, u in FAST_PAIRS if u is not ApiProtocol.GEMINI]
@@ -378,13 +386,7 @@ def test_many_text_deltas_in_a_read_read_as_one_by_one(
         for spliced in joints[string] if isinstance(string, str) else [string]:
             wire.append(head + b'"' + spliced + b'"' + tail)
     wire += [encode_sse(e) for e in encoder.feed(MessageStop(StopReason.END_TURN))]
-    # reads ending between events, one of them maybe inside an event
-    ends = sorted({0, len(wire), *(n % (len(wire) + 1) for n in reads)})
-    chunks = [b"".join(wire[a:b]) for a, b in itertools.pairwise(ends)]
-    if byte_cut is not None:
-        at = byte_cut % len(chunks)
-        cut = byte_cut % (len(chunks[at]) + 1)
-        chunks[at : at + 1] = [chunks[at][:cut], chunks[at][cut:]]
+    chunks = _reads(wire, reads, byte_cut)
     fast = _stream_outcome(client, upstream, chunks, fast=True)
     assert fast == _stream_outcome(client, upstream, chunks, fast=False)
 
@@ -615,14 +617,7 @@ _PAD_SPLICES = st.lists(
     st.sampled_from(
         [
             b"Ab9",
-            b"",
-            b'"',
-            b"\\",
-            b'\\"',
-            b"\n",
-            b"\x01",
-            b"\xff",
-            "é".encode(),
+            *_SPLICE_PIECES,
             b'"}\n\ndata: {"x":"',
             b'","usage":{"prompt_tokens":1},"y":"',
             b'"},"logprobs":null,"finish_reason":null}],"obfuscation":"',
@@ -661,12 +656,7 @@ def test_whatever_fills_the_padding_the_client_gets_the_general_paths_bytes(
     wire = [_PADDED_OPENING, _padded(b"first", b"Hk2"), _padded(b"second", b"Z")]
     wire += [_padded(text, pad) for text, pad in deltas]
     wire += _PADDED_CLOSING
-    ends = sorted({0, len(wire), *(n % (len(wire) + 1) for n in reads)})
-    chunks = [b"".join(wire[a:b]) for a, b in itertools.pairwise(ends)]
-    if byte_cut is not None:
-        at = byte_cut % len(chunks)
-        cut = byte_cut % (len(chunks[at]) + 1)
-        chunks[at : at + 1] = [chunks[at][:cut], chunks[at][cut:]]
+    chunks = _reads(wire, reads, byte_cut)
     fast = _stream_outcome(client, ApiProtocol.OPENAI, chunks, fast=True)
     assert fast == _stream_outcome(client, ApiProtocol.OPENAI, chunks, fast=False)
 
