@@ -32,9 +32,10 @@ template (a running count, padding) stops learning, and one whose decoder says t
 always differ (`text_deltas_vary`: Gemini's) never starts. A decoder may name a key
 whose string value it ignores (`text_hole`: the random padding OpenAI's own API puts in
 every chunk); a template then has a hole there, in its data after the text, which any
-string with nothing escaped fits, whatever its length (the first bytes after the text's
-string that match the template's are taken for its end, and orjson then checks that
-what it takes for the string is one). Runs are not read for such templates.
+string with nothing escaped fits, whatever its length (the hole opens at the last quote
+before the template's bytes after it, the template's bytes between the text and the hole
+must come just before that quote, and orjson checks that what is left for the text is
+one JSON string). Runs are not read for such templates.
 
 A busy connection delivers many events a read, most of them text deltas that fit the
 template. A run of them in a read is converted whole (`Run`): split at the
