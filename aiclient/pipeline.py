@@ -129,12 +129,14 @@ def _hole(
 
 
 def _template(
-    chunk: bytes, text: str, hole: bytes | None
+    chunk: bytes, text: str, hole: str | None
 ) -> tuple[bytes, bytes, bytes] | None:
     """The bytes around `text`'s JSON string in `chunk`, a chunk that was one text delta
     of `text` alone, with the hole cut out (`_holed`)."""
     around = _around(chunk, orjson.dumps(text), b"\\")
-    return None if around is None else _holed(*around, hole, b'"')
+    if around is None:
+        return None
+    return _holed(*around, hole.encode() if hole else None, b'"')
 
 
 # An event's name, its data before and after a text's JSON string (after the hole, if
@@ -249,7 +251,6 @@ class StreamPipeline:
         # A key of a text delta whose string value the decoder ignores (OpenAI's
         # padding): a hole in the templates, where any plain string may be.
         self._hole: str | None = getattr(decoder, "text_hole", None)
-        self._hole_bytes = self._hole.encode() if self._hole else None
         self._learning = (
             self._text_in is not None
             and self._text_out is not None
@@ -427,7 +428,7 @@ class StreamPipeline:
             and len(events) == 1
             and not sse.held
         ):
-            self._template = _template(chunk, text, self._hole_bytes)
+            self._template = _template(chunk, text, self._hole)
         return b"".join(out)
 
     def _new_run(self, shape: Shape) -> Run | None:
