@@ -38,8 +38,9 @@ def result_text(result: ToolResultPart) -> str:
 
 
 def _keep(part: Part) -> bool:
-    if isinstance(part, TextPart):
-        return bool(part.text.strip()) or part.signature is not None
+    if type(part) is TextPart:
+        text = part.text  # (isspace, not strip: no copy of a long text)
+        return (bool(text) and not text.isspace()) or part.signature is not None
     return True
 
 
@@ -47,7 +48,7 @@ def _merged(messages: Iterable[Message]) -> list[Message]:
     out: list[Message] = []
     for message in messages:
         parts = message.parts
-        if not all(_keep(p) for p in parts):
+        if not all(map(_keep, parts)):
             parts = tuple(p for p in parts if _keep(p))
             if not parts:
                 continue
@@ -57,6 +58,18 @@ def _merged(messages: Iterable[Message]) -> list[Message]:
         else:
             out.append(message)  # unchanged: values are immutable, so no copy
     return out
+
+
+def _answered(calls: list[ToolCallPart], turn: Message) -> bool:
+    """Whether `turn` already is the answer to `calls`: their results first, in call
+    order, named, and no other result after them (the usual history)."""
+    parts = turn.parts
+    if len(parts) < len(calls):
+        return False
+    for call, part in zip(calls, parts, strict=False):
+        if type(part) is not ToolResultPart or part.call_id != call.id or part.name is None:
+            return False
+    return not any(type(p) is ToolResultPart for p in parts[len(calls) :])
 
 
 def _answer(calls: list[ToolCallPart], turn: Message | None) -> tuple[Message, list[Part]]:
@@ -126,11 +139,15 @@ def normalise_history(
             i += 1
             continue
         out.append(message)
-        calls = [p for p in message.parts if isinstance(p, ToolCallPart)]
+        calls = [p for p in message.parts if type(p) is ToolCallPart]
         i += 1
         if not calls:
             continue
         following = merged[i] if i < len(merged) and merged[i].role is Role.USER else None
+        if following is not None and _answered(calls, following):
+            out.append(following)
+            i += 1
+            continue
         answer, rest = _answer(calls, following)
         rest_parts = tuple(_orphan(p) if isinstance(p, ToolResultPart) else p for p in rest)
         out.append(Message(Role.USER, answer.parts + rest_parts))

@@ -95,6 +95,8 @@ def _blocks(content: Any, where: str) -> list[JSONObject]:
 
 
 def _content_parts(content: Any, where: str) -> tuple[ContentPart, ...]:
+    if isinstance(content, str):  # the usual tool result: its text
+        return (TextPart(text=content),)
     parts: list[ContentPart] = []
     for j, block in enumerate(_blocks(content, where) if content is not None else []):
         kind = block.get("type")
@@ -117,37 +119,46 @@ def thinking_part(block: JSONObject) -> ReasoningPart:
     )
 
 
-def _part(block: JSONObject, where: str, names: dict[str, str]) -> Part | None:
+def _part(block: JSONObject, i: int, j: int, names: dict[str, str]) -> Part | None:
+    """Block j of message i. Its place is spelt out only for an error: a long
+    conversation has hundreds of blocks, and most requests have no error."""
     kind = block.get("type")
     if kind == "text":
         text = block.get("text")
         if not isinstance(text, str):
-            raise InvalidRequest(f"{where}.text: required")
+            raise InvalidRequest(f"messages[{i}].content[{j}].text: required")
         return TextPart(text=text)
-    if kind == "image":
-        return _source(block, where, "image/jpeg")
-    if kind == "document":
-        return _source(block, where, "application/pdf")
     if kind == "tool_use":
-        if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
-            raise InvalidRequest(f"{where}: tool_use needs id and name")
-        names[block["id"]] = block["name"]
+        call_id, name = block.get("id"), block.get("name")
+        if not isinstance(call_id, str) or not isinstance(name, str):
+            raise InvalidRequest(f"messages[{i}].content[{j}]: tool_use needs id and name")
+        names[call_id] = name
         return ToolCallPart(
-            id=block["id"], name=block["name"], arguments=dumps(block.get("input") or {})
+            id=call_id, name=name, arguments=dumps(block.get("input") or {})
         )
     if kind == "tool_result":
         call_id = block.get("tool_use_id")
         if not isinstance(call_id, str):
-            raise InvalidRequest(f"{where}.tool_use_id: required")
+            raise InvalidRequest(f"messages[{i}].content[{j}].tool_use_id: required")
+        content = block.get("content")
         return ToolResultPart(
             call_id=call_id,
             name=names.get(call_id),
-            content=_content_parts(block.get("content"), f"{where}.content"),
+            content=(TextPart(text=content),)
+            if isinstance(content, str)
+            else _content_parts(content, f"messages[{i}].content[{j}].content"),
             is_error=block.get("is_error") is True,
         )
+    if kind == "image":
+        return _source(block, f"messages[{i}].content[{j}]", "image/jpeg")
+    if kind == "document":
+        return _source(block, f"messages[{i}].content[{j}]", "application/pdf")
     if kind in ("thinking", "redacted_thinking"):
         return thinking_part(block)
     return None  # server-tool artefacts and other blocks without an equivalent
+
+
+_ROLES = {"user": Role.USER, "assistant": Role.ASSISTANT}
 
 
 def _messages(raw: Any) -> tuple[Message, ...]:
@@ -156,18 +167,25 @@ def _messages(raw: Any) -> tuple[Message, ...]:
     names: dict[str, str] = {}
     messages = []
     for i, message in enumerate(raw):
-        where = f"messages[{i}]"
-        if not isinstance(message, dict) or message.get("role") not in (
-            "user",
-            "assistant",
-        ):
-            raise InvalidRequest(f"{where}.role: must be user or assistant")
+        role = message.get("role") if isinstance(message, dict) else None
+        if role != "user" and role != "assistant":  # (not `in` a dict: it may be a list)
+            raise InvalidRequest(f"messages[{i}].role: must be user or assistant")
+        content = message.get("content")
+        if isinstance(content, str):
+            messages.append(Message(_ROLES[role], (TextPart(text=content),)))
+            continue
+        if not isinstance(content, list):
+            raise InvalidRequest(
+                f"messages[{i}].content: expected a string or an array of blocks"
+            )
         parts = []
-        for j, block in enumerate(_blocks(message.get("content"), f"{where}.content")):
-            part = _part(block, f"{where}.content[{j}]", names)
+        for j, block in enumerate(content):
+            if not isinstance(block, dict):
+                raise InvalidRequest(f"messages[{i}].content[{j}]: expected an object")
+            part = _part(block, i, j, names)
             if part is not None:
                 parts.append(part)
-        messages.append(Message(Role(message["role"]), tuple(parts)))
+        messages.append(Message(_ROLES[role], tuple(parts)))
     return tuple(messages)
 
 
@@ -382,23 +400,43 @@ def _media_block(part: MediaPart, where: str) -> JSONObject:
     )
 
 
-def _content_blocks(parts: tuple[ContentPart, ...], where: str) -> list[JSONObject]:
+def _content_blocks(parts: tuple[ContentPart, ...], i: int) -> list[JSONObject]:
     out: list[JSONObject] = []
     for part in parts:
         if isinstance(part, TextPart):
-            if part.text.strip():
-                out.append({"type": "text", "text": part.text})
+            text = part.text
+            if text and not text.isspace():
+                out.append({"type": "text", "text": text})
         else:
-            out.append(_media_block(part, where))
+            out.append(_media_block(part, f"messages[{i}]"))
     return out
 
 
-def _block(part: Part, where: str) -> JSONObject | None:
+def _block(part: Part, i: int) -> JSONObject | None:
+    """Part of message i as a block (its place is spelt out only in an error)."""
     match part:
         case TextPart(text=text):
-            return {"type": "text", "text": text} if text.strip() else None
+            return {"type": "text", "text": text} if text and not text.isspace() else None
+        case ToolResultPart(call_id=call_id, content=content, is_error=is_error):
+            result: JSONObject = {
+                "type": "tool_result",
+                "tool_use_id": sanitise_id(call_id),
+            }
+            blocks = _content_blocks(content, i)
+            if blocks:
+                result["content"] = blocks
+            if is_error:
+                result["is_error"] = True
+            return result
+        case ToolCallPart(id=call_id, name=name, arguments=arguments):
+            return {
+                "type": "tool_use",
+                "id": sanitise_id(call_id),
+                "name": name,
+                "input": parse_arguments(arguments),
+            }
         case MediaPart():
-            return _media_block(part, where)
+            return _media_block(part, f"messages[{i}]")
         case ReasoningPart(redacted=str() as data):
             return {"type": "redacted_thinking", "data": data}
         case ReasoningPart(text=text, signature=signature):
@@ -409,46 +447,40 @@ def _block(part: Part, where: str) -> JSONObject | None:
                 "thinking": text,
                 "signature": claude_signature_out(signature),
             }
-        case ToolCallPart(id=call_id, name=name, arguments=arguments):
-            return {
-                "type": "tool_use",
-                "id": sanitise_id(call_id),
-                "name": name,
-                "input": parse_arguments(arguments),
-            }
-        case ToolResultPart(call_id=call_id, content=content, is_error=is_error):
-            result: JSONObject = {
-                "type": "tool_result",
-                "tool_use_id": sanitise_id(call_id),
-            }
-            blocks = _content_blocks(content, where)
-            if blocks:
-                result["content"] = blocks
-            if is_error:
-                result["is_error"] = True
-            return result
+
+
+def _late_result(blocks: list[JSONObject]) -> bool:
+    """Whether a tool_result block follows another kind of block."""
+    other = False
+    for block in blocks:
+        if block["type"] != "tool_result":
+            other = True
+        elif other:
+            return True
+    return False
 
 
 def _messages_out(messages: list[Message]) -> list[JSONObject]:
+    """The turns, already normalised (user and assistant alternating)."""
     out = []
+    last = len(messages) - 1
     for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        blocks = [b for b in (_block(p, where) for p in message.parts) if b is not None]
-        if message.role is Role.USER and len(blocks) > 1:  # tool results must come first
+        blocks = []
+        for part in message.parts:
+            block = _block(part, i)
+            if block is not None:
+                blocks.append(block)
+        user = message.role is Role.USER
+        role = "user" if user else "assistant"
+        if user and _late_result(blocks):  # tool results must come first
             blocks.sort(key=lambda b: b["type"] != "tool_result")
-        last = i == len(messages) - 1
-        prefill = last and message.role is Role.ASSISTANT
-        if prefill and blocks and blocks[-1]["type"] == "text":
+        if not user and i == last and blocks and blocks[-1]["type"] == "text":
             # Anthropic rejects a prefill that ends in white space
             blocks[-1] = {"type": "text", "text": blocks[-1]["text"].rstrip()}
         if blocks:
-            out.append({"role": message.role.value, "content": blocks})
-        elif last and message.role is Role.ASSISTANT:
-            continue
-        else:  # a turn whose only content could not be kept: keep the alternation
-            out.append(
-                {"role": message.role.value, "content": [{"type": "text", "text": "."}]}
-            )
+            out.append({"role": role, "content": blocks})
+        elif i != last or user:  # a turn whose only content could not be kept
+            out.append({"role": role, "content": [{"type": "text", "text": "."}]})
     return out
 
 

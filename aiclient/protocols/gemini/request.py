@@ -422,7 +422,9 @@ def _media_out(part: MediaPart) -> JSONObject:
 
 def _response_out(result: ToolResultPart) -> JSONObject:
     text = result_text(result)
-    if not result.is_error:
+    # Only an object is taken as structured; most results are plain text (file
+    # contents, command output), and a failed parse costs an exception each.
+    if not result.is_error and text.lstrip()[:1] == "{":
         try:
             value = orjson.loads(text)
         except orjson.JSONDecodeError:

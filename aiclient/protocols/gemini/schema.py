@@ -42,26 +42,31 @@ _FORMATS = {
     "integer": frozenset({"int32", "int64"}),
 }
 _MAX_DEPTH = 12
+# What makes a node more than its kept keywords and type; a node without any of them
+# (most leaves: {"type": "string", "description": ...}) is done after one pass.
+_VALUE_KEYS = frozenset({"const", "enum", "format", "exclusiveMinimum", "exclusiveMaximum"})
+_SPECIAL = _VALUE_KEYS | {"anyOf", "oneOf", "properties", "items"}
 
 
-def _resolve(ref: str, root: Mapping[str, Any]) -> Any:
+def _resolve(ref: str, root: dict[str, Any]) -> Any:
     if not ref.startswith("#/"):
         return None
     node: Any = root
     for key in ref[2:].split("/"):
-        if not isinstance(node, Mapping) or key not in node:
+        if not isinstance(node, dict) or key not in node:
             return None
         node = node[key]
     return node
 
 
-def _merge_all_of(schema: Mapping[str, Any]) -> dict[str, Any]:
+def _merge_all_of(schema: dict[str, Any]) -> dict[str, Any]:
     merged = {k: v for k, v in schema.items() if k != "allOf"}
-    for branch in schema.get("allOf") or ():
-        if not isinstance(branch, Mapping):
+    branches = schema["allOf"]
+    for branch in branches if isinstance(branches, list) else ():
+        if not isinstance(branch, dict):
             continue
         for key, value in branch.items():
-            if key == "properties" and isinstance(value, Mapping):
+            if key == "properties" and isinstance(value, dict):
                 merged["properties"] = {**merged.get("properties", {}), **value}
             elif key == "required" and isinstance(value, list):
                 merged["required"] = [*merged.get("required", []), *value]
@@ -71,7 +76,7 @@ def _merge_all_of(schema: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _clean_any_of(branches: list[Any], out: dict[str, Any], root: Any, depth: int) -> None:
-    kept = [b for b in branches if isinstance(b, Mapping) and b.get("type") != "null"]
+    kept = [b for b in branches if isinstance(b, dict) and b.get("type") != "null"]
     if len(kept) < len(branches):
         out["nullable"] = True
     if len(kept) == 1:
@@ -81,7 +86,7 @@ def _clean_any_of(branches: list[Any], out: dict[str, Any], root: Any, depth: in
         out["anyOf"] = [_clean(b, root, depth + 1) for b in kept]
 
 
-def _clean_values(schema: Mapping[str, Any], out: dict[str, Any]) -> None:
+def _clean_values(schema: dict[str, Any], out: dict[str, Any]) -> None:
     """enum/const, format and exclusive bounds, which depend on the cleaned type."""
     enum = [schema["const"]] if "const" in schema else schema.get("enum")
     if isinstance(enum, list) and enum:
@@ -95,42 +100,52 @@ def _clean_values(schema: Mapping[str, Any], out: dict[str, Any]) -> None:
         ("exclusiveMaximum", "maximum", -1),
     ):
         value = schema.get(bound)
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             out[key] = value + step if out.get("type") == "integer" else value
 
 
 def _clean_children(
-    schema: Mapping[str, Any], out: dict[str, Any], root: Any, depth: int
+    schema: dict[str, Any], out: dict[str, Any], root: Any, depth: int
 ) -> None:
     properties = schema.get("properties")
-    if isinstance(properties, Mapping):
-        out["properties"] = {
-            str(k): _clean(v, root, depth + 1) for k, v in properties.items()
-        }
+    if isinstance(properties, dict):
+        cleaned = {str(k): _clean(v, root, depth + 1) for k, v in properties.items()}
+        out["properties"] = cleaned
         required = schema.get("required")
         if isinstance(required, list):
-            names = [r for r in required if isinstance(r, str) and r in out["properties"]]
+            names = [r for r in required if isinstance(r, str) and r in cleaned]
             if names:
                 out["required"] = names
     items = schema.get("items")
-    if isinstance(items, Mapping):
+    if isinstance(items, dict):
         out["items"] = _clean(items, root, depth + 1)
     elif out.get("type") == "array":
         out["items"] = {"type": "string"}
 
 
 def _clean(schema: Any, root: Any, depth: int) -> dict[str, Any]:
-    if not isinstance(schema, Mapping):
+    """One node. Schemas are parsed JSON: a node has few keys, so it is read key by key
+    rather than asked for every keyword it might have (Claude Code's tool list is some
+    hundred nodes, rewritten on every request)."""
+    if not isinstance(schema, dict):
         return {}
     if depth > _MAX_DEPTH:
         return {"type": "object", "description": "(nested too deeply to describe)"}
-    if isinstance(schema.get("$ref"), str):
+    if "$ref" in schema and isinstance(schema["$ref"], str):
         target = _resolve(schema["$ref"], root)
         extra = {k: v for k, v in schema.items() if k != "$ref"}
         return _clean({**(target or {"type": "object"}), **extra}, root, depth + 1)
-    if "allOf" in schema:
-        schema = _merge_all_of(schema)
-    out: dict[str, Any] = {k: v for k, v in schema.items() if k in _KEEP}
+    return _clean_node(_merge_all_of(schema) if "allOf" in schema else schema, root, depth)
+
+
+def _clean_node(schema: dict[str, Any], root: Any, depth: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    special = False
+    for key, value in schema.items():
+        if key in _KEEP:
+            out[key] = value
+        elif key in _SPECIAL:
+            special = True
     kind = schema.get("type")
     if isinstance(kind, list):
         types = [t for t in kind if t != "null"]
@@ -141,19 +156,22 @@ def _clean(schema: Any, root: Any, depth: int) -> dict[str, Any]:
             return out
         kind = types[0] if types else None
     if isinstance(kind, str):
-        out["type"] = kind.lower()
-    branches = schema.get("anyOf", schema.get("oneOf"))
-    if isinstance(branches, list):
-        _clean_any_of(branches, out, root, depth)
-    _clean_values(schema, out)
-    _clean_children(schema, out, root, depth)
+        out["type"] = kind = kind.lower()
+    if special:
+        branches = schema.get("anyOf", schema.get("oneOf"))
+        if isinstance(branches, list):
+            _clean_any_of(branches, out, root, depth)
+        if not _VALUE_KEYS.isdisjoint(schema):
+            _clean_values(schema, out)
+    if special or kind == "array":
+        _clean_children(schema, out, root, depth)
     return out
 
 
 def to_gemini_schema(schema: Mapping[str, Any]) -> dict[str, Any] | None:
     """A function's parameters for Gemini, or None when it takes no arguments (Gemini
     rejects an OBJECT with no properties at the root)."""
-    cleaned = _clean(schema, schema, 0)
+    cleaned = _clean(schema, schema, 0)  # (parsed JSON: anything but a dict is no schema)
     if cleaned.get("type", "object") == "object" and not cleaned.get("properties"):
         return None
     return cleaned
@@ -162,7 +180,7 @@ def to_gemini_schema(schema: Mapping[str, Any]) -> dict[str, Any] | None:
 def from_gemini_schema(schema: Any) -> Any:
     if isinstance(schema, list):
         return [from_gemini_schema(s) for s in schema]
-    if not isinstance(schema, Mapping):
+    if not isinstance(schema, dict):
         return schema
     out: dict[str, Any] = {}
     for key, value in schema.items():
@@ -170,7 +188,7 @@ def from_gemini_schema(schema: Any) -> Any:
             continue
         if key == "type" and isinstance(value, str):
             out["type"] = value.lower()
-        elif key == "properties" and isinstance(value, Mapping):
+        elif key == "properties" and isinstance(value, dict):
             out["properties"] = {k: from_gemini_schema(v) for k, v in value.items()}
         elif key in ("items", "anyOf"):
             out[key] = from_gemini_schema(value)
