@@ -4,6 +4,7 @@
     .venv/bin/python scripts/bench.py --quick         # a few seconds; figures meaningless
     .venv/bin/python scripts/bench.py --paths openai --connections 64 --duration 10
     .venv/bin/python scripts/bench.py --bare-relay    # the bare relay beside the proxy
+    .venv/bin/python scripts/bench.py --payload agent --paths claude-to-gemini
 
 Three processes: a fake upstream (benchlib/upstream.py), the proxy, and a load
 generator (benchlib/loadgen.py), all on 127.0.0.1. With two or more cores the proxy
@@ -33,6 +34,7 @@ from pathlib import Path
 from types import FrameType
 
 from benchlib.paths import PATHS, BenchPath
+from benchlib.payloads import PAYLOADS, request_body
 from benchlib.report import Report, render
 from benchlib.results import Measurement
 from benchlib.session import DEFAULT_PROXY_CMD, BenchError, Session, SessionConfig
@@ -105,6 +107,7 @@ class Options:
     pin: bool
     repeat: int = 1
     bare_relay: bool = False
+    payload: str = "small"
 
 
 BARE_RELAY_CMD = "{python} {scripts}/bare_relay.py --pools {pools} --port {port}"
@@ -135,6 +138,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "a path the proxy answers with non-200 is skipped with a note",
     )
     parser.add_argument("--chunks", type=int, default=20, help="content events per stream")
+    parser.add_argument(
+        "--payload",
+        choices=PAYLOADS,
+        default="small",
+        help="what each request asks: small, one short question (the proxy's cost per "
+        "request); agent, a coding agent's turn, ~50 KB of tools and history "
+        "(what converting a real request costs)",
+    )
     parser.add_argument(
         "--memory-streams",
         type=int,
@@ -198,6 +209,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         pin=not args.no_pin,
         repeat=args.repeat,
         bare_relay=args.bare_relay,
+        payload=args.payload,
     )
 
 
@@ -235,6 +247,7 @@ def _setup_lines(options: Options, cores: CorePlan, session: Session) -> list[st
         "body byte",
         f"streams: {options.chunks} content events + the protocol's closing events, "
         "one chunk each, written one per upstream event-loop iteration",
+        _payload_line(options.payload),
     ]
     if streams:
         lines.append(
@@ -245,6 +258,19 @@ def _setup_lines(options: Options, cores: CorePlan, session: Session) -> list[st
     if options.quick:
         lines.append("**quick mode**: a smoke test; the figures mean nothing")
     return lines
+
+
+def _payload_line(payload: str) -> str:
+    sizes = ", ".join(
+        f"{protocol} {len(request_body(protocol, stream=False, payload=payload)):,} B"
+        for protocol in ("openai", "anthropic", "gemini")
+    )
+    what = (
+        "a coding agent's turn: system prompt, 16 tools, 20 tool rounds"
+        if payload == "agent"
+        else "one short question"
+    )
+    return f"payload: {payload}, {what} (request body: {sizes})"
 
 
 def _progress(text: str) -> None:
@@ -483,6 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "repeat": options.repeat,
         "paths": [p.name for p in options.paths],
         "chunks": options.chunks,
+        "payload": options.payload,
         "memory_streams": options.memory_streams,
         "slow_chunks": options.slow_chunks,
         "slow_gap_ms": options.slow_gap_ms,
@@ -496,6 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cores=cores,
             proxy_cmd=options.proxy_cmd,
             chunks=options.chunks,
+            payload=options.payload,
             slow_chunks=options.slow_chunks,
             slow_gap_ms=options.slow_gap_ms,
             baseline_cmd=BARE_RELAY_CMD if options.bare_relay else None,

@@ -4,6 +4,8 @@ timings on a shared machine move by tens of percent.
 
     .venv/bin/python scripts/bench_instructions.py                 # every path, plain
     .venv/bin/python scripts/bench_instructions.py --stream --paths openai,openai-to-gemini
+    .venv/bin/python scripts/bench_instructions.py --payload agent --paths claude-to-gemini
+    PYTHONPATH=/path/to/other/checkout .venv/bin/python scripts/bench_instructions.py
 
 Needs valgrind (`apt install valgrind`). The proxy runs under callgrind (some 50x
 slower, so a few hundred requests per path); the benchmark's own fake upstream and load
@@ -11,6 +13,9 @@ generator drive it. Each path gets an unmeasured warm-up, then the counters are 
 the measured load runs, and the counters are dumped: instructions / answers. The
 count covers the proxy's process in user space (its threads included), not the kernel
 (socket calls), nor cache misses: compare paths and versions with it, not with timings.
+
+To count another version, put its checkout first on PYTHONPATH (last example): the
+proxy runs in a temporary folder and otherwise imports the installed aiclient.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import time
 from pathlib import Path
 
 from benchlib.paths import PATHS
+from benchlib.payloads import PAYLOADS
 from benchlib.session import BenchError, Session, SessionConfig
 from benchlib.system import plan_cores
 
@@ -52,9 +58,15 @@ def _dumped(out: Path, pid: int, before: set[Path]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description="Instructions per request inside the proxy, counted by valgrind "
+        "(callgrind). To count another checkout, put it first on PYTHONPATH.",
+    )
     parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated")
     parser.add_argument("--stream", action="store_true", help="streams, not whole answers")
+    parser.add_argument(
+        "--payload", choices=PAYLOADS, default="small", help="what each request asks"
+    )
     parser.add_argument("--duration", type=float, default=4.0, help="measured seconds")
     parser.add_argument("--connections", type=int, default=4)
     args = parser.parse_args(argv)
@@ -72,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             workdir=work,
             cores=plan_cores(pin=False),
             proxy_cmd=_PROXY_CMD.format(out=out),
+            payload=args.payload,
             start_timeout=600.0,
         )
     )

@@ -109,6 +109,27 @@ def test_gemini_paths_are_measured_like_the_others(tmp_path: Path) -> None:
         assert m["result"]["requests"] > 0, m
 
 
+def test_the_agent_payload_is_served_on_every_kind_of_path(tmp_path: Path) -> None:
+    """`--payload agent` sends a coding agent's turn (tools, tool calls and results,
+    ~50 KB) in each client's protocol: the proxy serves it on passthrough and on
+    conversion to each upstream protocol, streaming too, without an error."""
+    out = tmp_path / "bench.json"
+    paths = "gemini,claude-to-openai,openai-to-claude,claude-to-gemini"
+    report = _quick_bench(
+        out,
+        *("--payload", "agent", "--paths", paths, "--memory-streams", "0"),
+        *("--connections", "4", "--stream-connections", "4"),
+    )
+    assert "payload: agent" in report and "**skipped**" not in report
+    measured = json.loads(out.read_text())["measurements"]
+    assert {(m["path"], m["target"]) for m in measured} >= {
+        (path, "proxy") for path in paths.split(",")
+    }
+    for m in measured:
+        assert m["result"]["errors"] == 0, m
+        assert m["result"]["requests"] > 0, m
+
+
 def test_workers_benchmark_runs_both_proxies(tmp_path: Path) -> None:
     """scripts/bench_workers.py measures one and two workers and prints their ratio."""
     done = subprocess.run(

@@ -8,6 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aiclient.protocols.gemini import schema as schema_module
 from aiclient.protocols.gemini.schema import to_gemini_schema
 
 # What Gemini's function declarations accept (protocols.md §5.7).
@@ -61,7 +62,7 @@ KEYWORDS = st.sampled_from(
         "$defs",
         "additionalProperties",
         "nullable",
-        "x-extra",
+        "x",
     ]
 )
 SCALARS = (
@@ -73,18 +74,22 @@ SCALARS = (
         ["string", "INTEGER", "array", "object", "null", "#/$defs/a", "#/x", "int32", "a"]
     )
 )
-TYPES = st.sampled_from(["string", "integer", "array", "object", "null"])
+TYPES = st.sampled_from(["string", "integer", "array", "object", "null"]) | st.lists(
+    st.sampled_from(["string", "integer", "null", "array"]), max_size=3
+)
+# Any JSON, keyed by schema keywords often: every keyword may hold any value.
 SCHEMAS = st.recursive(
-    st.dictionaries(KEYWORDS, SCALARS | TYPES | st.lists(TYPES, max_size=3), max_size=3),
+    st.dictionaries(KEYWORDS, SCALARS | TYPES, max_size=4),
     lambda inner: st.dictionaries(
         KEYWORDS,
         inner
         | SCALARS
+        | TYPES
         | st.lists(inner | SCALARS, max_size=3)
-        | st.dictionaries(st.sampled_from(["a", "b", "$ref"]), inner | SCALARS, max_size=3),
+        | st.dictionaries(st.sampled_from(["a", "x", "$ref"]), inner | SCALARS, max_size=3),
         max_size=5,
     ),
-    max_leaves=25,
+    max_leaves=30,
 )
 
 
@@ -105,7 +110,7 @@ def _check(node: Any) -> None:
         _check(node["items"])
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(SCHEMAS)
 def test_any_schema_a_client_sends_becomes_one_gemini_accepts(schema: Any) -> None:
     cleaned = to_gemini_schema(schema)
@@ -113,9 +118,13 @@ def test_any_schema_a_client_sends_becomes_one_gemini_accepts(schema: Any) -> No
         _check(cleaned)
 
 
-def test_a_malformed_all_of_is_dropped_not_crashed_on() -> None:
+def test_malformed_keywords_are_dropped_not_crashed_on() -> None:
     schema = {"type": "object", "allOf": True, "properties": {"a": {"allOf": 3}}}
     assert to_gemini_schema(schema) == {"type": "object", "properties": {"a": {}}}
+    schema = {"properties": {"a": {"$ref": "#/x"}, "b": {"$ref": "#/y"}}, "x": True}
+    assert to_gemini_schema(schema) == {
+        "properties": {"a": {"type": "object"}, "b": {"type": "object"}}
+    }
 
 
 def test_the_rewrites_gemini_needs() -> None:
@@ -154,3 +163,21 @@ def test_the_rewrites_gemini_needs() -> None:
         "required": ["at"],
     }
     assert to_gemini_schema({"type": "object", "properties": {}}) is None
+
+
+def test_a_rewrite_is_kept_for_the_same_schema_and_only_for_it() -> None:
+    """Agents resend their tools every turn: the second rewrite of a schema is the kept
+    one, a schema that differs in anything is rewritten, and what is kept is bounded."""
+    first = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}}
+    again = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}}
+    other = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1.0}}}
+    kept = to_gemini_schema(first)
+    assert to_gemini_schema(again) is kept
+    assert to_gemini_schema(other) == {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 1.0}},
+    }
+    assert to_gemini_schema(other) is not kept
+    for n in range(2 * schema_module._CACHE_SIZE):
+        to_gemini_schema({"type": "object", "properties": {f"p{n}": {"type": "string"}}})
+    assert len(schema_module._cache) <= schema_module._CACHE_SIZE

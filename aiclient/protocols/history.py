@@ -34,7 +34,10 @@ INTERRUPTED = "No result: the tool call was interrupted."
 
 
 def result_text(result: ToolResultPart) -> str:
-    return "\n".join(p.text for p in result.content if isinstance(p, TextPart))
+    content = result.content
+    if len(content) == 1 and type(content[0]) is TextPart:  # the usual result
+        return content[0].text
+    return "\n".join(p.text for p in content if isinstance(p, TextPart))
 
 
 def _keep(part: Part) -> bool:

@@ -90,6 +90,7 @@ def request_job(
     provider: str | None = None,
     stream: bool = False,
     model: str = MODEL,
+    payload: str = "small",
     connections: int = 1,
     duration: float = 0.0,
     warmup: float = 0.0,
@@ -115,7 +116,7 @@ def request_job(
             else ENDPOINTS[protocol]
         ),
         headers=headers,
-        body=request_body(protocol, stream=stream, model=model).decode(),
+        body=request_body(protocol, stream=stream, model=model, payload=payload).decode(),
         stream=stream,
         marker=response_marker(protocol, stream=stream).decode(),
         connections=connections,

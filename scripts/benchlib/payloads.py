@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+from .agent import agent_request
+
 __all__ = [
     "MODEL",
+    "PAYLOADS",
     "SLOW_MODEL",
     "WireProtocol",
     "anthropic_message",
@@ -27,6 +30,10 @@ __all__ = [
 
 WireProtocol = Literal["openai", "anthropic", "gemini"]
 
+# What a client asks: `small`, one short question (the proxy's fixed cost per request);
+# `agent`, a coding agent's turn with its tools and whole history (agent.py).
+PAYLOADS = ("small", "agent")
+
 MODEL = "bench"
 # Streams for this model come slowly (see upstream.py): the memory scenario holds
 # many of them open at once.
@@ -41,9 +48,13 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-def request_body(protocol: WireProtocol, *, stream: bool, model: str = MODEL) -> bytes:
-    """A small chat request a client of `protocol` would send (a Gemini client names
-    the model and whether it streams in the URL: see gemini_path)."""
+def request_body(
+    protocol: WireProtocol, *, stream: bool, model: str = MODEL, payload: str = "small"
+) -> bytes:
+    """A chat request a client of `protocol` would send (a Gemini client names the
+    model and whether it streams in the URL: see gemini_path)."""
+    if payload == "agent":
+        return agent_request(protocol, stream=stream, model=model)
     if protocol == "gemini":
         return _dumps(
             {

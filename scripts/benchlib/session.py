@@ -56,6 +56,7 @@ class SessionConfig:
     proxy_cmd: str = DEFAULT_PROXY_CMD
     api_key: str = "bench-key"
     chunks: int = 20
+    payload: str = "small"  # what the measured requests ask (payloads.PAYLOADS)
     slow_chunks: int = 100
     slow_gap_ms: float = 100.0
     # A second proxy measured beside the first (target "bare"), e.g. the bare relay.
@@ -391,6 +392,7 @@ class Session:
             api_key=self.config.api_key,
             provider=path.provider if proxy else None,
             stream=stream,
+            payload=self.config.payload,
             connections=connections,
             duration=duration,
             warmup=warmup,

@@ -441,28 +441,24 @@ def _with_signature(part: JSONObject, signature: Any) -> JSONObject:
 
 
 def _model_parts(message: Message, current_turn: bool) -> list[JSONObject]:
-    carried = next(
-        (
-            p.signature
-            for p in message.parts
-            if isinstance(p, ReasoningPart)
-            and p.signature
-            and p.signature.vendor == "google"
-        ),
-        None,
-    )
-    has_call = any(isinstance(p, ToolCallPart) for p in message.parts)
+    parts = message.parts
+    carried = None  # a Google signature for the first call, from a thought part
+    has_call = False
+    for part in parts:
+        if type(part) is ToolCallPart:
+            has_call = True
+        elif type(part) is ReasoningPart and carried is None:
+            sig = part.signature
+            if sig is not None and sig.vendor == "google":
+                carried = sig
     out: list[JSONObject] = []
     first_call = True
-    for part in message.parts:
+    for part in parts:
         if isinstance(part, TextPart):
-            out.append(_with_signature({"text": part.text}, part.signature))
-        elif isinstance(part, MediaPart):
-            out.append(_media_out(part))
-        elif isinstance(part, ReasoningPart):
-            sig = part.signature
-            if not has_call and sig is not None and sig.vendor == "google":
-                out.append(_with_signature({"text": part.text, "thought": True}, sig))
+            text: JSONObject = {"text": part.text}
+            out.append(
+                text if part.signature is None else _with_signature(text, part.signature)
+            )
         elif isinstance(part, ToolCallPart):
             call: JSONObject = {
                 "functionCall": {"name": part.name, "args": parse_arguments(part.arguments)}
@@ -470,11 +466,18 @@ def _model_parts(message: Message, current_turn: bool) -> list[JSONObject]:
             signature = part.signature
             if first_call and (signature is None or signature.vendor != "google"):
                 signature = carried
-            _with_signature(call, signature)
+            if signature is not None:
+                _with_signature(call, signature)
             if first_call and current_turn and "thoughtSignature" not in call:
                 call["thoughtSignature"] = SKIP_SIGNATURE
             first_call = False
             out.append(call)
+        elif isinstance(part, MediaPart):
+            out.append(_media_out(part))
+        elif isinstance(part, ReasoningPart):
+            sig = part.signature
+            if not has_call and sig is not None and sig.vendor == "google":
+                out.append(_with_signature({"text": part.text, "thought": True}, sig))
     return out
 
 
@@ -494,12 +497,14 @@ def _user_parts(message: Message) -> list[JSONObject]:
 
 
 def _contents_out(messages: list[Message]) -> list[JSONObject]:
-    turn_start = 0
-    for i, message in enumerate(messages):
+    turn_start = 0  # the last user turn that is more than tool results
+    for i in range(len(messages) - 1, -1, -1):
+        message = messages[i]
         if message.role is Role.USER and any(
-            not isinstance(p, ToolResultPart) for p in message.parts
+            type(p) is not ToolResultPart for p in message.parts
         ):
             turn_start = i
+            break
     out = []
     for i, message in enumerate(messages):
         if message.role is Role.ASSISTANT:

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 __all__ = ["from_gemini_schema", "to_gemini_schema"]
 
 _KEEP = frozenset(
@@ -67,9 +69,11 @@ def _merge_all_of(schema: dict[str, Any]) -> dict[str, Any]:
             continue
         for key, value in branch.items():
             if key == "properties" and isinstance(value, dict):
-                merged["properties"] = {**merged.get("properties", {}), **value}
+                base = merged.get("properties")
+                merged["properties"] = {**(base if isinstance(base, dict) else {}), **value}
             elif key == "required" and isinstance(value, list):
-                merged["required"] = [*merged.get("required", []), *value]
+                base = merged.get("required")
+                merged["required"] = [*(base if isinstance(base, list) else []), *value]
             else:
                 merged.setdefault(key, value)
     return merged
@@ -133,8 +137,10 @@ def _clean(schema: Any, root: Any, depth: int) -> dict[str, Any]:
         return {"type": "object", "description": "(nested too deeply to describe)"}
     if "$ref" in schema and isinstance(schema["$ref"], str):
         target = _resolve(schema["$ref"], root)
+        if not isinstance(target, dict) or not target:  # dangling, or not a schema
+            target = {"type": "object"}
         extra = {k: v for k, v in schema.items() if k != "$ref"}
-        return _clean({**(target or {"type": "object"}), **extra}, root, depth + 1)
+        return _clean({**target, **extra}, root, depth + 1)
     return _clean_node(_merge_all_of(schema) if "allOf" in schema else schema, root, depth)
 
 
@@ -168,10 +174,33 @@ def _clean_node(schema: dict[str, Any], root: Any, depth: int) -> dict[str, Any]
     return out
 
 
+# Agents send the same tools on every turn of a session, so the rewrite of a schema is
+# kept, keyed by the schema's JSON: serialising it is a tenth of rewriting it. The kept
+# values are shared between requests and never changed (the writers only embed them).
+_CACHE_SIZE = 512
+_cache: dict[bytes, dict[str, Any] | None] = {}
+
+
 def to_gemini_schema(schema: Mapping[str, Any]) -> dict[str, Any] | None:
     """A function's parameters for Gemini, or None when it takes no arguments (Gemini
-    rejects an OBJECT with no properties at the root)."""
-    cleaned = _clean(schema, schema, 0)  # (parsed JSON: anything but a dict is no schema)
+    rejects an OBJECT with no properties at the root). The result may be shared with
+    other requests: embed it, never change it."""
+    if not isinstance(schema, dict):  # parsed JSON: anything but an object is no schema
+        return None
+    try:
+        key = orjson.dumps(schema)
+    except orjson.JSONEncodeError:  # nested too deeply to serialise: not kept
+        return _rewritten(schema)
+    if key in _cache:
+        return _cache[key]
+    if len(_cache) >= _CACHE_SIZE:
+        del _cache[next(iter(_cache))]  # the oldest
+    cleaned = _cache[key] = _rewritten(schema)
+    return cleaned
+
+
+def _rewritten(schema: dict[str, Any]) -> dict[str, Any] | None:
+    cleaned = _clean(schema, schema, 0)
     if cleaned.get("type", "object") == "object" and not cleaned.get("properties"):
         return None
     return cleaned

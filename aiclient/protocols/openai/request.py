@@ -71,37 +71,46 @@ def effort_of(reasoning: Reasoning) -> str:
 # -- client -> canonical ---------------------------------------------------------------
 
 
-def _text_of(content: Any, where: str) -> list[TextPart]:
+def _text_of(content: Any, i: int) -> list[TextPart]:
+    """The text parts of message i's content. (Its place is spelt out only in an error:
+    a long conversation has hundreds of parts, and most requests have no error.)"""
     if content is None:
         return []
     if isinstance(content, str):
         return [TextPart(text=content)]
     if not isinstance(content, list):
-        raise InvalidRequest(f"{where}: expected a string or an array of parts")
+        raise InvalidRequest(
+            f"messages[{i}].content: expected a string or an array of parts"
+        )
     parts = []
     for j, part in enumerate(content):
         if not isinstance(part, dict):
-            raise InvalidRequest(f"{where}[{j}]: expected an object")
+            raise InvalidRequest(f"messages[{i}].content[{j}]: expected an object")
         text = part.get("text", part.get("refusal"))
         if isinstance(text, str):
             parts.append(TextPart(text=text))
         elif part.get("type") not in ("text", "refusal"):
-            raise InvalidRequest(f"{where}[{j}]: only text parts are allowed here")
+            raise InvalidRequest(
+                f"messages[{i}].content[{j}]: only text parts are allowed here"
+            )
     return parts
 
 
-def _user_parts(content: Any, where: str) -> list[ContentPart]:
+def _user_parts(content: Any, i: int) -> list[ContentPart]:
     if isinstance(content, str) or content is None:
-        return _text_of(content, where)  # type: ignore[return-value]
+        return _text_of(content, i)  # type: ignore[return-value]
     if not isinstance(content, list):
-        raise InvalidRequest(f"{where}: expected a string or an array of parts")
+        raise InvalidRequest(
+            f"messages[{i}].content: expected a string or an array of parts"
+        )
     parts: list[ContentPart] = []
     for j, part in enumerate(content):
-        at = f"{where}[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text" and isinstance(part.get("text"), str):
             parts.append(TextPart(text=part["text"]))
-        elif kind == "image_url":
+            continue
+        at = f"messages[{i}].content[{j}]"
+        if kind == "image_url":
             image = part.get("image_url")
             url = image.get("url") if isinstance(image, dict) else image
             if not isinstance(url, str):
@@ -128,15 +137,15 @@ def _user_parts(content: Any, where: str) -> list[ContentPart]:
     return parts
 
 
-def _tool_calls(message: JSONObject, where: str) -> list[Part]:
+def _tool_calls(message: JSONObject, i: int) -> list[Part]:
     calls: list[Part] = []
     raw = message.get("tool_calls") or []
     if not isinstance(raw, list):
-        raise InvalidRequest(f"{where}.tool_calls: expected an array")
+        raise InvalidRequest(f"messages[{i}].tool_calls: expected an array")
     for k, call in enumerate(raw):
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise InvalidRequest(f"{where}.tool_calls[{k}].function.name: required")
+            raise InvalidRequest(f"messages[{i}].tool_calls[{k}].function.name: required")
         arguments = function.get("arguments")
         if not isinstance(arguments, str):
             arguments = dumps(arguments) if arguments is not None else ""
@@ -169,26 +178,25 @@ def _messages(
     messages: list[Message] = []
     names: dict[str, str] = {}
     for i, message in enumerate(raw):
-        where = f"messages[{i}]"
         if not isinstance(message, dict):
-            raise InvalidRequest(f"{where}: expected an object")
+            raise InvalidRequest(f"messages[{i}]: expected an object")
         role = message.get("role")
         content = message.get("content")
         if role in ("system", "developer"):
-            parts = _text_of(content, f"{where}.content")
+            parts = _text_of(content, i)
             if messages:
                 messages.append(Message(Role.SYSTEM, tuple(parts)))
             else:
                 system.extend(parts)
         elif role == "user":
-            messages.append(Message(Role.USER, tuple(_user_parts(content, where))))
+            messages.append(Message(Role.USER, tuple(_user_parts(content, i))))
         elif role == "assistant":
             parts_a: list[Part] = []
             reasoning = message.get("reasoning_content")
             if isinstance(reasoning, str) and reasoning:
                 parts_a.append(ReasoningPart(text=reasoning))
-            parts_a += _text_of(content, f"{where}.content")
-            calls = _tool_calls(message, where)
+            parts_a += _text_of(content, i)
+            calls = _tool_calls(message, i)
             names.update((c.id, c.name) for c in calls if isinstance(c, ToolCallPart))
             messages.append(Message(Role.ASSISTANT, tuple(parts_a + calls)))
         elif role in ("tool", "function"):
@@ -196,15 +204,15 @@ def _messages(
             if role == "function":
                 call_id = f"call_fn_{message.get('name')}"
             if not isinstance(call_id, str):
-                raise InvalidRequest(f"{where}.tool_call_id: required")
+                raise InvalidRequest(f"messages[{i}].tool_call_id: required")
             result = ToolResultPart(
                 call_id=call_id,
                 name=names.get(call_id),
-                content=tuple(_text_of(content, f"{where}.content")),
+                content=tuple(_text_of(content, i)),
             )
             messages.append(Message(Role.USER, (result,)))
         else:
-            raise InvalidRequest(f"{where}.role: unknown role {role!r}")
+            raise InvalidRequest(f"messages[{i}].role: unknown role {role!r}")
     return tuple(system), tuple(messages)
 
 
@@ -444,10 +452,12 @@ def _content_part(part: ContentPart, where: str) -> JSONObject:
     )
 
 
-def _content(parts: list[ContentPart], where: str) -> str | list[JSONObject]:
+def _content(parts: list[ContentPart], i: int) -> str | list[JSONObject]:
+    if len(parts) == 1 and isinstance(parts[0], TextPart):  # the usual turn
+        return parts[0].text
     if all(isinstance(p, TextPart) for p in parts):
         return "".join(p.text for p in parts if isinstance(p, TextPart))
-    return [_content_part(p, where) for p in parts]
+    return [_content_part(p, f"messages[{i}]") for p in parts]
 
 
 def _user(message: Message, i: int) -> list[JSONObject]:
@@ -457,9 +467,12 @@ def _user(message: Message, i: int) -> list[JSONObject]:
     for part in message.parts:
         if isinstance(part, ToolResultPart):
             text = result_text(part)
-            media = [p for p in part.content if isinstance(p, MediaPart)]
-            if media and not text:
-                text = "(attached below)"
+            content = part.content
+            if len(content) != 1 or not isinstance(content[0], TextPart):
+                media = [p for p in content if isinstance(p, MediaPart)]
+                if media and not text:
+                    text = "(attached below)"
+                attached += media
             out.append(
                 {
                     "role": "tool",
@@ -467,13 +480,12 @@ def _user(message: Message, i: int) -> list[JSONObject]:
                     "content": f"Error: {text}" if part.is_error else text,
                 }
             )
-            attached += media
-        elif isinstance(part, TextPart | MediaPart):
+        elif isinstance(part, (TextPart, MediaPart)):
             rest.append(part)
     if attached:
-        out.append({"role": "user", "content": _content(attached, f"messages[{i}]")})
+        out.append({"role": "user", "content": _content(attached, i)})
     if rest:
-        out.append({"role": "user", "content": _content(rest, f"messages[{i}]")})
+        out.append({"role": "user", "content": _content(rest, i)})
     return out
 
 

@@ -174,16 +174,15 @@ def completion_id(response_id: str) -> str:
 
 def assistant_message(parts: tuple[Part, ...]) -> JSONObject:
     """An assistant message: its text (null with only tool calls) and its calls."""
-    text = "".join(p.text for p in parts if isinstance(p, TextPart))
-    calls = [
-        {
-            "id": p.id,
-            "type": "function",
-            "function": {"name": p.name, "arguments": p.arguments or "{}"},
-        }
-        for p in parts
-        if isinstance(p, ToolCallPart)
-    ]
+    texts: list[str] = []
+    calls: list[JSONObject] = []
+    for p in parts:
+        if isinstance(p, TextPart):
+            texts.append(p.text)
+        elif isinstance(p, ToolCallPart):
+            function = {"name": p.name, "arguments": p.arguments or "{}"}
+            calls.append({"id": p.id, "type": "function", "function": function})
+    text = texts[0] if len(texts) == 1 else "".join(texts)
     message: JSONObject = {"role": "assistant", "content": text or (None if calls else "")}
     if calls:
         message["tool_calls"] = calls
