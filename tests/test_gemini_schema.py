@@ -181,3 +181,6 @@ def test_a_rewrite_is_kept_for_the_same_schema_and_only_for_it() -> None:
     for n in range(2 * schema_module._CACHE_SIZE):
         to_gemini_schema({"type": "object", "properties": {f"p{n}": {"type": "string"}}})
     assert len(schema_module._cache) <= schema_module._CACHE_SIZE
+    huge = {"type": "object", "properties": {"a": {"description": "x" * 20_000}}}
+    assert to_gemini_schema(huge) == huge
+    assert all(len(key) <= schema_module._CACHE_MAX_BYTES for key in schema_module._cache)

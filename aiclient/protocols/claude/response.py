@@ -98,11 +98,8 @@ def _whole_usage(usage: JSONObject) -> Usage:
     write = write if type(write) is int else as_int(write)
     if fresh is not None:
         fresh = (fresh if type(fresh) is int else as_int(fresh)) + read + write
-    return Usage(
-        input_tokens=fresh or 0,
-        output_tokens=output if type(output) is int else as_int(output),
-        cache_read=read,
-        cache_write=write,
+    return Usage(  # (input, output, cache read, cache write): positional is cheaper
+        fresh or 0, output if type(output) is int else as_int(output), read, write
     )
 
 

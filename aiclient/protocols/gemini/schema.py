@@ -175,9 +175,13 @@ def _clean_node(schema: dict[str, Any], root: Any, depth: int) -> dict[str, Any]
 
 
 # Agents send the same tools on every turn of a session, so the rewrite of a schema is
-# kept, keyed by the schema's JSON: serialising it is a tenth of rewriting it. The kept
-# values are shared between requests and never changed (the writers only embed them).
-_CACHE_SIZE = 512
+# kept, keyed by the schema's JSON: serialising it is a tenth of rewriting it. (Two
+# schemas with one JSON are one schema: they come from parsed JSON, which has no NaN or
+# infinity, the only values orjson writes alike.) The kept values are shared between
+# requests and never changed: the writers only embed them. Bounded in count and in size
+# (a tool schema is a few KB; a client sending huge ones must not fill the memory).
+_CACHE_SIZE = 256
+_CACHE_MAX_BYTES = 16 * 1024
 _cache: dict[bytes, dict[str, Any] | None] = {}
 
 
@@ -190,6 +194,8 @@ def to_gemini_schema(schema: Mapping[str, Any]) -> dict[str, Any] | None:
     try:
         key = orjson.dumps(schema)
     except orjson.JSONEncodeError:  # nested too deeply to serialise: not kept
+        return _rewritten(schema)
+    if len(key) > _CACHE_MAX_BYTES:
         return _rewritten(schema)
     if key in _cache:
         return _cache[key]
