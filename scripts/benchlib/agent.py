@@ -35,56 +35,46 @@ _FILE = "".join(
 )
 
 
+# One edit of the edit list: the same in every protocol.
+_EDIT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "old": {"type": "string"},
+        "new": {"type": "string"},
+        "all": {"type": "boolean", "default": False},
+    },
+    "required": ["old", "new"],
+}
+
+
+def _properties(i: int, limit: dict[str, Any], edit: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "path": {"type": "string", "description": f"The absolute path to use ({i})."},
+        "offset": {"type": "integer", "minimum": 0, "description": "First line."},
+        "limit": {"type": "integer", **limit},
+        "mode": {"type": "string", "enum": ["read", "write", "append"]},
+        "edits": {"type": "array", "items": edit},
+    }
+
+
 def _schema(i: int) -> dict[str, Any]:
     """Tool i's input schema, shaped like the ones agents send (draft-07 header,
     additionalProperties, enums, bounds, arrays of objects)."""
+    edit = {**_EDIT, "additionalProperties": False}
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "type": "object",
         "additionalProperties": False,
-        "properties": {
-            "path": {"type": "string", "description": f"The absolute path to use ({i})."},
-            "offset": {"type": "integer", "minimum": 0, "description": "First line."},
-            "limit": {"type": "integer", "exclusiveMinimum": 0},
-            "mode": {"type": "string", "enum": ["read", "write", "append"]},
-            "edits": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "old": {"type": "string"},
-                        "new": {"type": "string"},
-                        "all": {"type": "boolean", "default": False},
-                    },
-                    "required": ["old", "new"],
-                    "additionalProperties": False,
-                },
-            },
-        },
+        "properties": _properties(i, {"exclusiveMinimum": 0}, edit),
         "required": ["path"],
     }
 
 
 def _gemini_schema(i: int) -> dict[str, Any]:
     """Tool i's schema as a Gemini client writes it (Gemini's OpenAPI subset)."""
-    edit = {
-        "type": "object",
-        "properties": {
-            "old": {"type": "string"},
-            "new": {"type": "string"},
-            "all": {"type": "boolean", "default": False},
-        },
-        "required": ["old", "new"],
-    }
     return {
         "type": "object",
-        "properties": {
-            "path": {"type": "string", "description": f"The absolute path to use ({i})."},
-            "offset": {"type": "integer", "minimum": 0, "description": "First line."},
-            "limit": {"type": "integer", "minimum": 1},
-            "mode": {"type": "string", "enum": ["read", "write", "append"]},
-            "edits": {"type": "array", "items": edit},
-        },
+        "properties": _properties(i, {"minimum": 1}, _EDIT),
         "required": ["path"],
     }
 
