@@ -95,8 +95,6 @@ def _blocks(content: Any, where: str) -> list[JSONObject]:
 
 
 def _content_parts(content: Any, where: str) -> tuple[ContentPart, ...]:
-    if isinstance(content, str):  # the usual tool result: its text
-        return (TextPart(text=content),)
     parts: list[ContentPart] = []
     for j, block in enumerate(_blocks(content, where) if content is not None else []):
         kind = block.get("type")
