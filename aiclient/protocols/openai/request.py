@@ -349,14 +349,6 @@ _PLAIN_KEYS = frozenset(
         "n",
     }
 )
-# What a plain chat may have beyond model, messages, max_tokens and stream.
-_SAMPLING_KEYS = _PLAIN_KEYS - {
-    "model",
-    "messages",
-    "max_tokens",
-    "stream",
-    "stream_options",
-}
 _PLAIN_MESSAGE_KEYS = frozenset({"role", "content", "name"})
 _TURN_ROLES = ("user", "assistant")
 
@@ -397,19 +389,6 @@ def plain_request_in(body: JSONObject, *, model: str | None = None) -> PlainChat
     texts = _plain_texts(raw)
     if texts is None:
         return None
-    if _SAMPLING_KEYS.isdisjoint(body):  # the usual: model, messages, max_tokens, ...
-        max_tokens = body.get("max_tokens")
-        if max_tokens is not None and type(max_tokens) is not int:
-            return None
-        options = body.get("stream_options")
-        return PlainChat(
-            name,
-            *texts,
-            max_tokens,
-            stream=body.get("stream") is True,
-            include_usage=isinstance(options, dict)
-            and options.get("include_usage") is True,
-        )
     max_tokens = body.get("max_completion_tokens")
     if max_tokens is None:
         max_tokens = body.get("max_tokens")
