@@ -13,7 +13,7 @@ from one to the other without canonical objects or framing. The bytes are the sa
 the general path's (a test checks it on generated streams).
 
 Text deltas mostly differ only in their text: Anthropic's always, OpenAI-compatible
-servers' mostly (Gemini's and OpenAI's own carry running counts or padding that change).
+servers' mostly (Gemini's and OpenAI's own carry running counts or padding: holes).
 So a text delta's event, its data before and after its text's JSON string, is a
 *template* (a `Shape`): a next event of the same name made of the same data around
 another JSON string (orjson parses just that string, escapes and all) is the same
@@ -28,14 +28,17 @@ events that fit, so its `feed_text` must leave the same state for them as for th
 template's (what it keeps of a text delta may come only from outside the text, and
 keeping it twice must change nothing); an event that does not fit drops the template
 before the decoder reads it. A stream whose text deltas keep missing the last one's
-template (a running count, padding) stops learning, and one whose decoder says they
-always differ (`text_deltas_vary`: Gemini's) never starts. A decoder may name a key
-whose string value it ignores (`text_hole`: the random padding OpenAI's own API puts in
-every chunk); a template then has a hole there, in its data after the text, which any
-string with nothing escaped fits, whatever its length (the hole opens at the last quote
-before the template's bytes after it, the template's bytes between the text and the hole
-must come just before that quote, and orjson checks that what is left for the text is
-one JSON string). Runs are not read for such templates.
+template stops learning. A decoder may name a top-level key whose value changes from
+delta to delta (`text_hole`, a TextHole); a template then has a hole there, in its data
+after the text. The value is either a string the decoder ignores (the random padding
+OpenAI's own API puts in every chunk: any string with nothing escaped fits, whatever its
+length) or a JSON object the decoder keeps the last of (Gemini's running counts: any
+object fits, orjson says, and the last one read from a template is handed to the
+decoder's `keep_hole` before it reads anything else, or the stream ends; a template has
+such a hole only where its key is there once, at the top level). The text's string ends
+where the template's bytes between it and the hole first come after it (they hold a raw
+quote after their first, so cannot be inside it), and orjson checks that it is one JSON
+string. Runs are not read for such templates.
 
 A busy connection delivers many events a read, most of them text deltas that fit the
 template. A run of them in a read is converted whole (`Run`): split at the
@@ -56,14 +59,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from typing import AnyStr
+from typing import Any, AnyStr
 
 import orjson
 
 from .canonical import StreamEvent, TextDelta
 from .errors import AiclientError, UpstreamProtocolError
 from .protocols import ApiProtocol
-from .protocols.base import StreamDecoder, StreamEncoder
+from .protocols.base import StreamDecoder, StreamEncoder, TextHole
 from .protocols.errors import error_payload
 from .sse import SSEDecoder, SSEEvent, encode_sse
 
@@ -96,47 +99,82 @@ def _around(
 
 
 def _holed(
-    head: AnyStr, tail: AnyStr, hole: AnyStr | None, quote: AnyStr
-) -> tuple[AnyStr, AnyStr, AnyStr]:
-    """A template's bytes around a text, with the string after `hole` (a key whose
-    value the decoder ignores, e.g. OpenAI's padding) cut out of its tail: the head,
-    what follows the hole (its closing quote on) and what comes between the text and
-    the hole (the text's closing quote up to the hole's opening one), empty when the
-    tail has no hole. The template holds no backslash, so its quotes are all raw."""
-    at = tail.find(hole) if hole else -1
-    if hole and at >= 0:
-        gap = at + len(hole)
-        close = tail.find(quote, gap)
-        if close >= 0:
-            return head, tail[close:], tail[:gap]
-    return head, tail, tail[:0]
+    head: AnyStr,
+    tail: AnyStr,
+    key: AnyStr,
+    value: re.Pattern[AnyStr] | None,
+    brace: AnyStr,
+) -> tuple[AnyStr, AnyStr, AnyStr, object]:
+    """A template's bytes around a text, with the value after `key` (a TextHole's: OpenAI's
+    padding, Gemini's running counts) cut out of its tail: the head, what follows the
+    value, what comes between the text and the value (the text's closing quote up to
+    the key's end: empty when the tail has no such value), and the value if it is a
+    JSON object (no `value` regex: it ends at the first `}` where orjson reads one)."""
+    at = tail.find(key)
+    if at >= 0:
+        gap = at + len(key)
+        if value is not None:
+            found = value.match(tail, gap)
+            if found is not None:
+                return head, tail[found.end() :], tail[:gap], None
+        else:
+            close = gap
+            for _ in range(_BRACES):
+                close = tail.find(brace, close) + 1
+                if not close:
+                    break
+                try:  # JSON that ends at a `}` is an object
+                    kept = orjson.loads(tail[gap:close])
+                except orjson.JSONDecodeError:
+                    continue
+                return head, tail[close:], tail[:gap], kept
+    return head, tail, tail[:0], None
 
 
 def _hole(
-    data: AnyStr, mid: AnyStr, start: int, end: int, escaped: re.Pattern[AnyStr]
-) -> int:
-    """Where the text's JSON string, from `start`, ends (its closing quote's end) in
-    `data`, an event that fits a holed template up to `end` (where what follows the hole
-    starts, its closing quote first); 0 when it does not fit. The hole opens at the last
-    quote before `end`, so holds none, and must hold no backslash or control byte
-    either (a plain string's inside); `mid` comes before it, from the text's closing
-    quote, if the bytes before are one JSON string (orjson says)."""
-    gap = data.rfind(mid[0], start + 1, end) + 1  # an int for bytes: a byte
-    at = gap - len(mid)
-    if at <= start or not data.startswith(mid, at) or escaped.search(data, gap, end):
-        return 0
-    return at + 1
+    data: AnyStr,
+    mid: AnyStr,
+    start: int,
+    end: int,
+    value: re.Pattern[AnyStr] | None,
+) -> tuple[Any, Any]:
+    """The text of `data`, an event that fits a holed template up to `end` (where what
+    follows the hole starts) with its text's JSON string from `start`, and the hole's
+    value if it is kept; None for the text when it does not fit. `mid` (the template's
+    bytes from the text's closing quote to the hole) comes first after the text, and
+    what is between it and `end` is a value `value` fits, or with no `value` (a kept
+    hole's) a JSON object (orjson says). `mid` holds a raw quote after its first and no
+    backslash, so it cannot begin inside the text's string but at an escaped quote, and
+    then the bytes before it are no JSON string."""
+    at = data.find(mid[0], start + 1, end)  # the first quote, most often the text's end
+    if not data.startswith(mid, at):
+        at = data.find(mid, start + 1, end)
+        if at < 0:
+            return None, None
+    try:
+        if value is not None:
+            if value.fullmatch(data, at + len(mid), end) is None:
+                return None, None
+            return orjson.loads(data[start : at + 1]), None
+        kept = orjson.loads(data[at + len(mid) : end])
+        if kept.__class__ is not dict:
+            return None, None
+        return orjson.loads(data[start : at + 1]), kept
+    except orjson.JSONDecodeError:
+        return None, None
 
 
 def _template(
-    chunk: bytes, text: str, hole: str | None
+    chunk: bytes, text: str, hole: TextHole | None
 ) -> tuple[bytes, bytes, bytes] | None:
     """The bytes around `text`'s JSON string in `chunk`, a chunk that was one text delta
     of `text` alone, with the hole cut out (`_holed`)."""
     around = _around(chunk, orjson.dumps(text), b"\\")
     if around is None:
         return None
-    return _holed(*around, hole.encode() if hole else None, b'"')
+    if hole is None:
+        return around[0], around[1], b""
+    return _holed(*around, hole.key.encode(), hole.value_bytes, b"}")[:3]
 
 
 # An event's name, its data before and after a text's JSON string (after the hole, if
@@ -153,7 +191,8 @@ Run = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
 # What a text's JSON string holds besides the text when orjson writes it, or the text
 # cannot be told from the bytes around it: a quote, a backslash, a control byte.
 _ESCAPED = re.compile(rb'["\\\x00-\x1f]')
-_ESCAPED_TEXT = re.compile(r'["\\\x00-\x1f]')
+# The `}` a kept hole's value may end at, tried one after another, at most.
+_BRACES = 16
 # Events split off a read one at a time, and runs read in it, at most (each copies or
 # splits the rest of the read: a bound keeps a read's cost linear in its length).
 _PEELED = 4
@@ -171,13 +210,22 @@ def _utf8(data: bytes) -> bool:
     return True
 
 
-def _shape(event: SSEEvent, text: str, hole: str | None) -> Shape | None:
+def _shape(event: SSEEvent, text: str, hole: TextHole | None) -> Shape | None:
     """`_template` for an event, a text delta of `text`: its name and data. The text's
     string is spelt as orjson would: data without a backslash has nothing escaped."""
     around = _around(event.data, f'"{text}"', "\\")
     if around is None:
         return None
-    head, tail, mid = _holed(*around, hole, '"')
+    head, tail = around
+    mid = ""
+    if hole is not None:
+        head, tail, mid, kept = _holed(head, tail, hole.key, hole.value, "}")
+        # A kept value is the decoder's only where its key is the top-level one, once.
+        if kept is not None and (
+            event.data.count(hole.key) != 1
+            or orjson.loads(event.data).get(hole.name) != kept
+        ):
+            head, tail, mid = around[0], around[1], ""
     return event.event, head, tail, len(head) - 1, len(tail) - 1, mid
 
 
@@ -248,14 +296,17 @@ class StreamPipeline:
         # data (module docstring).
         self._template: tuple[bytes, bytes, bytes] | None = None
         self._shape: Shape | None = None
-        # A key of a text delta whose string value the decoder ignores (OpenAI's
-        # padding): a hole in the templates, where any plain string may be.
-        self._hole: str | None = getattr(decoder, "text_hole", None)
-        self._learning = (
-            self._text_in is not None
-            and self._text_out is not None
-            and not getattr(decoder, "text_deltas_vary", False)
-        )
+        # A key of a text delta whose value changes from delta to delta (OpenAI's
+        # padding, Gemini's running counts): a hole in the templates.
+        self._hole: TextHole | None = getattr(decoder, "text_hole", None)
+        # Where the decoder keeps a hole's value (a JSON object), the value of the last
+        # delta read from a template, not yet given to it: given before the decoder
+        # reads anything else, or the stream ends (`_catch_up`).
+        self._keep: Callable[[object], None] | None = getattr(decoder, "keep_hole", None)
+        if self._hole is not None and self._hole.value is None and self._keep is None:
+            self._hole = None
+        self._kept: object = None
+        self._learning = self._text_in is not None and self._text_out is not None
         self._misses = 0
         # The run read for `_shape` (None: none can be), computed when first needed.
         self._run: Run | None = None
@@ -298,6 +349,7 @@ class StreamPipeline:
         text: str | None = None
         shape = self._shape
         name, head, tail, start, cut, mid = shape or _NO_SHAPE
+        value = self._hole.value if self._hole is not None else None
         for event in events:
             missed = shape is not None
             if missed:
@@ -305,20 +357,23 @@ class StreamPipeline:
                 if string.startswith(head) and string.endswith(tail) and kind == name:
                     # The last delta's data around another JSON string: that string's
                     # text, if it is one (orjson says).
-                    stop = (
-                        _hole(string, mid, start, len(string) - cut - 1, _ESCAPED_TEXT)
-                        if mid
-                        else len(string) - cut
-                    )
-                    try:
-                        text = orjson.loads(string[start:stop])
-                    except orjson.JSONDecodeError:
-                        text = None
+                    if mid:
+                        text, kept = _hole(string, mid, start, len(string) - cut - 1, value)
+                    else:
+                        kept = None
+                        try:
+                            text = orjson.loads(string[start : len(string) - cut])
+                        except orjson.JSONDecodeError:
+                            text = None
                     if text:
+                        if kept is not None:
+                            self._kept = kept
                         data = text_out(text)
                         out.append(data if data is not None else self._text_delta(text))
                         continue
                 shape = self._shape = None
+                if self._kept is not None:
+                    self._catch_up()
             got = text_in(event)
             if isinstance(got, str):
                 data = text_out(got) if self._started else None
@@ -349,25 +404,33 @@ class StreamPipeline:
         if template is not None:  # so nothing is held: the last chunk was one event
             head, tail, mid = template
             end = len(chunk) - len(tail)
-            if mid:  # the text's closing quote, if the chunk fits around the hole
+            # The last chunk's bytes around another JSON string: that string's text, if
+            # it is one (orjson says; module docstring).
+            text = kept = None
+            if mid:
                 if chunk.startswith(head) and chunk.endswith(tail):
-                    end = _hole(chunk, mid, len(head) - 1, end, _ESCAPED) - 1
-                else:
-                    end = -1
-            elif not chunk.startswith(head) or chunk.find(tail, len(head)) != end:
-                end = -1
-            if end >= 0:
-                # The last chunk's bytes around another JSON string: that string's text,
-                # if it is one (orjson says; module docstring).
+                    assert self._hole is not None
+                    text, kept = _hole(
+                        chunk,
+                        mid,
+                        len(head) - 1,
+                        end,
+                        self._hole.value_bytes,
+                    )
+            elif chunk.startswith(head) and chunk.find(tail, len(head)) == end:
                 try:
                     text = orjson.loads(chunk[len(head) - 1 : end + 1])
                 except orjson.JSONDecodeError:
-                    text = None
-                if text:
-                    assert self._text_out is not None
-                    data = self._text_out(text)
-                    return data if data is not None else self._text_delta(text)
+                    pass
+            if text:
+                if kept is not None:
+                    self._kept = kept
+                assert self._text_out is not None
+                data = self._text_out(text)
+                return data if data is not None else self._text_delta(text)
             self._template = None
+            if self._kept is not None:
+                self._catch_up()
         elif not self._learning and self._shape is None:
             out: list[bytes] = []
             try:
@@ -428,22 +491,26 @@ class StreamPipeline:
             and len(events) == 1
             and not sse.held
         ):
-            self._template = _template(chunk, text, self._hole)
+            # A hole where the event's shape has one (a kept value checked there).
+            shape = self._shape
+            self._template = _template(
+                chunk, text, self._hole if shape and shape[5] else None
+            )
         return b"".join(out)
 
     def _new_run(self, shape: Shape) -> Run | None:
         """The run for deltas that fit `shape`, written as the SSE decoder reads an event
         (`event: ` and `data: ` lines); None when the encoder's bytes for a text do not
         show where the text goes."""
+        name, head, tail, _, _, mid = shape
+        if mid or "\n" in head or "\n" in tail:  # a hole, or data of several lines
+            return None
         assert self._text_out is not None
         written = self._text_out(_PROBE)
         if written is None:
             return None
         around = written.split(orjson.dumps(_PROBE))
         if len(around) != 2:
-            return None
-        name, head, tail, _, _, mid = shape
-        if mid or "\n" in head or "\n" in tail:  # a hole, or data of several lines
             return None
         start = f"event: {name}\ndata: {head}" if name is not None else f"data: {head}"
         before, after = start.encode(), f"{tail}\n\n".encode()
@@ -508,6 +575,13 @@ class StreamPipeline:
             out.append(first + joint.join(copied) + last)
         return rest
 
+    def _catch_up(self) -> None:
+        """Give the decoder the kept value of the last text delta read from a template
+        (Gemini's counts): what it keeps of those deltas, the last one's."""
+        kept, self._kept = self._kept, None
+        assert self._keep is not None
+        self._keep(kept)
+
     def _text_delta(self, text: str) -> bytes:
         out: list[bytes] = []
         try:
@@ -517,6 +591,8 @@ class StreamPipeline:
         return b"".join(out)
 
     def close(self) -> bytes:
+        if self._kept is not None:
+            self._catch_up()
         out: list[bytes] = []
         try:
             self._events(self._sse.close(), out)

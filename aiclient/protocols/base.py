@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -41,6 +41,7 @@ __all__ = [
     "array",
     "StreamDecoder",
     "StreamEncoder",
+    "TextHole",
     "as_int",
     "dumps",
     "error_event",
@@ -48,6 +49,7 @@ __all__ = [
     "new_id",
     "parse_arguments",
     "parse_data_url",
+    "text_hole_of",
     "to_data_url",
 ]
 
@@ -64,6 +66,27 @@ class StreamDecoder(Protocol):
 
     def feed(self, event: SSEEvent) -> Iterable[StreamEvent]: ...
     def close(self) -> Iterable[StreamEvent]: ...
+
+
+class TextHole(NamedTuple):
+    """A top-level key of an upstream's text-delta chunks whose value changes from chunk
+    to chunk (random padding, running token counts), for the stream pipeline's
+    templates: its name, what comes before the value (`key`), and a regex of what the
+    value may be (`value`, for text and bytes): a string's inside, which the decoder
+    ignores. No regex: the value is a JSON object, any one of which fills the hole
+    (orjson says), and the decoder keeps the last one seen, which the pipeline hands
+    it (`keep_hole`) before anything else. `text_hole_of` builds one."""
+
+    name: str
+    key: str
+    value: re.Pattern[str] | None
+    value_bytes: re.Pattern[bytes] | None
+
+
+def text_hole_of(name: str, value: str | None = None) -> TextHole:
+    if value is None:
+        return TextHole(name, f'"{name}":', None, None)
+    return TextHole(name, f'"{name}":"', re.compile(value), re.compile(value.encode()))
 
 
 class StreamEncoder(Protocol):

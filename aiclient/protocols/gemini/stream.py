@@ -33,7 +33,7 @@ from ...canonical import (
 )
 from ...errors import UpstreamProtocolError
 from ...sse import SSEEvent
-from ..base import EncoderFacts, JSONObject, dumps, error_event, new_id
+from ..base import EncoderFacts, JSONObject, dumps, error_event, new_id, text_hole_of
 from .request import get
 from .response import (
     finish_reason,
@@ -50,9 +50,9 @@ _TEXT_START = b'data: {"candidates":[{"content":{"role":"model","parts":[{"text"
 
 
 class GeminiStreamDecoder:
-    # Every chunk carries the running usageMetadata, so no two text deltas are alike
-    # outside their text: the pipeline need not look for a template (pipeline.py).
-    text_deltas_vary = True
+    # Every chunk carries the running usageMetadata, the last of which is kept: the
+    # pipeline's templates leave a hole there (pipeline.py), and hand over the last.
+    text_hole = text_hole_of("usageMetadata")
 
     def __init__(self) -> None:
         self._started = False
@@ -70,7 +70,8 @@ class GeminiStreamDecoder:
     def feed_text(self, event: SSEEvent) -> str | Iterable[StreamEvent]:
         """`feed`, except that a chunk whose only content is one `{"text": ...}` part
         (most of a stream) comes back as the text itself, its usage and finish reason
-        kept as `_events` keeps them: the pipeline's fast path."""
+        kept as `_events` keeps them: the pipeline's fast path. With a finish reason
+        (the last chunk) the text comes back as its event, not to be learnt from."""
         if not self._started:
             return self.feed(event)
         try:
@@ -103,9 +104,15 @@ class GeminiStreamDecoder:
         finish = candidate.get("finishReason")
         if finish is None:
             finish = candidate.get("finish_reason")
-        if finish:
+        if finish:  # the last chunk: its text as an event, so no template is learnt
             self._finish = finish
+            return (TextDelta(text),)
         return text
+
+    def keep_hole(self, meta: JSONObject) -> None:
+        """The usageMetadata of the last text delta the pipeline read from a template,
+        kept as `feed_text` keeps a text delta's."""
+        self._usage_meta = meta
 
     @staticmethod
     def _parse(event: SSEEvent) -> JSONObject | None:

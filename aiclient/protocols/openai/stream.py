@@ -32,7 +32,7 @@ from ...canonical import (
 )
 from ...errors import UpstreamProtocolError
 from ...sse import SSEEvent
-from ..base import EncoderFacts, JSONObject, dumps, error_event, new_id
+from ..base import EncoderFacts, JSONObject, dumps, error_event, new_id, text_hole_of
 from .response import completion_id, finish_reason, stop_reason, usage_from_canonical
 from .response import usage_to_canonical as _usage
 
@@ -58,8 +58,8 @@ _TEXT_ONLY = frozenset({"content", "role"})
 class OpenAIStreamDecoder:
     # OpenAI's own API pads every chunk with random characters (`obfuscation`, last in
     # the chunk, a different length each time); nothing reads them, so the pipeline's
-    # templates leave a hole there.
-    text_hole = '"obfuscation":"'
+    # templates leave a hole there: a string's inside with nothing escaped.
+    text_hole = text_hole_of("obfuscation", r'[^"\\\x00-\x1f]*')
 
     def __init__(self) -> None:
         self._started = False
