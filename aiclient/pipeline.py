@@ -381,11 +381,13 @@ class StreamPipeline:
                     out.append(data)
                     text = got
                     if self._learning:
-                        if missed:  # a text delta in other bytes than the last one
+                        if missed:  # a text delta in other bytes than the last one:
+                            # the next one teaches (a stream's last is often unlike)
                             self._misses += 1
                             self._learning = self._misses < _MISSES
-                        shape = self._shape = _shape(event, got, self._hole)
-                        name, head, tail, start, cut, mid = shape or _NO_SHAPE
+                        else:
+                            shape = self._shape = _shape(event, got, self._hole)
+                            name, head, tail, start, cut, mid = shape or _NO_SHAPE
                     continue
                 got = (TextDelta(got),)
             text = None
@@ -484,18 +486,17 @@ class StreamPipeline:
             text = self._shaped(events, out)
         except UNREADABLE as exc:
             raise UpstreamProtocolError(_UNREADABLE_EVENT) from exc
+        shape = self._shape  # the event's, if it fit or taught one
         if (
             self._learning
             and text is not None
+            and shape is not None
             and alone
             and len(events) == 1
             and not sse.held
         ):
             # A hole where the event's shape has one (a kept value checked there).
-            shape = self._shape
-            self._template = _template(
-                chunk, text, self._hole if shape and shape[5] else None
-            )
+            self._template = _template(chunk, text, self._hole if shape[5] else None)
         return b"".join(out)
 
     def _new_run(self, shape: Shape) -> Run | None:

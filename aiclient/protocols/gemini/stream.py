@@ -70,8 +70,7 @@ class GeminiStreamDecoder:
     def feed_text(self, event: SSEEvent) -> str | Iterable[StreamEvent]:
         """`feed`, except that a chunk whose only content is one `{"text": ...}` part
         (most of a stream) comes back as the text itself, its usage and finish reason
-        kept as `_events` keeps them: the pipeline's fast path. With a finish reason
-        (the last chunk) the text comes back as its event, not to be learnt from."""
+        kept as `_events` keeps them: the pipeline's fast path."""
         if not self._started:
             return self.feed(event)
         try:
@@ -104,9 +103,8 @@ class GeminiStreamDecoder:
         finish = candidate.get("finishReason")
         if finish is None:
             finish = candidate.get("finish_reason")
-        if finish:  # the last chunk: its text as an event, so no template is learnt
+        if finish:
             self._finish = finish
-            return (TextDelta(text),)
         return text
 
     def keep_hole(self, meta: JSONObject) -> None:
